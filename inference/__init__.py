@@ -1,0 +1,29 @@
+"""Inference engines, one per module, and the registry that names them.
+
+Adding an engine: write its module, add one line to ``ENGINES``, one row to
+the conformance table in ``tests/inference/test_conformance.py`` and one entry
+to the README's engine table.
+"""
+
+from pplgen.inference.iwae import IWAE
+from pplgen.inference.svi import SVI
+
+ENGINES = {
+    "svi": SVI,
+    "iwae": IWAE,
+}
+
+
+def get(name, **options):
+    """An engine by its registry name, built with ``options``."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; registered engines: {', '.join(sorted(ENGINES))}")
+    return ENGINES[name](**options)
+
+
+def score_function_engines():
+    """Names of the registered engines that train guides without ``rsample``."""
+    return [name for name, engine in ENGINES.items() if not engine.reparameterized]
+
+
+__all__ = ["ENGINES", "IWAE", "SVI", "get", "score_function_engines"]

@@ -1,0 +1,5 @@
+"""Model families, each a PyroModule with ``.model(...)`` and ``.guide(...)``."""
+
+from pplgen.models.vae import VAE
+
+__all__ = ["VAE"]

@@ -1,0 +1,101 @@
+"""The variational autoencoder as a Pyro model and guide.
+
+Kingma & Welling (2014); Rezende, Mohamed & Wierstra (2014). For each datum x::
+
+    z ~ N(0, I),   x | z ~ Bernoulli(logits = f_θ(z))   or   N(f_θ(z), σ² I)
+    q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²)
+
+``VAE`` is a :class:`~pyro.nn.PyroModule` exposing ``.model(x)`` and
+``.guide(x)``, the convention of every model family in pplgen, so any engine
+trains it::
+
+    vae = VAE(data_dim=784, latent_dim=20, hidden=(400,))
+    pplgen.fit(vae, "svi", data)          # or "iwae", ...
+
+Both programs put the batch in ``pyro.plate("data")`` and create every
+constant on the data's device, so the same module runs on CPU and CUDA.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn.functional import softplus
+
+from pplgen.nn import mlp
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE(PyroModule):
+    """A VAE with MLP encoder and decoder.
+
+    :param data_dim: size of a flattened datum (784 for MNIST).
+    :param latent_dim: size of z.
+    :param hidden: hidden layer sizes of the decoder; the encoder mirrors them.
+    :param likelihood: ``"bernoulli"`` for binary data (logits from the
+        decoder) or ``"gaussian"`` for real-valued data (a learned scale
+        shared by all pixels).
+    :param activation: ``"tanh"``, ``"relu"``, ``"softplus"`` or ``"elu"``.
+    """
+
+    def __init__(self, data_dim=784, latent_dim=20, hidden=(400,), likelihood="bernoulli", activation="tanh"):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        hidden = tuple(hidden)
+        self.data_dim = data_dim
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.decoder = mlp((latent_dim, *hidden, data_dim), activation)
+        self.encoder = mlp((data_dim, *reversed(hidden), 2 * latent_dim), activation)
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def model(self, x):
+        self._check_data(x)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim))
+            z = pyro.sample("z", prior.to_event(1))
+            pyro.sample("x", self.observation(z).to_event(1), obs=x)
+
+    def guide(self, x):
+        self._check_data(x)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.encode(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def encode(self, x):
+        """Mean and standard deviation of q(z | x)."""
+        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
+        return loc, softplus(raw_scale) + 1e-4
+
+    def observation(self, z):
+        """The distribution of x given z (batch shape of z, event dims not yet declared)."""
+        output = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=output)
+        return dist.Normal(output, self.log_scale.exp().expand_as(output))
+
+    @torch.no_grad()
+    def sample(self, num_samples, device=None):
+        """Mean images ``E[x | z]`` for z drawn from the prior."""
+        device = device or next(self.parameters()).device
+        z = torch.randn(num_samples, self.latent_dim, device=device)
+        return self.observation(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Mean images ``E[x | z]`` at the guide's mean ``z = μ_φ(x)``."""
+        loc, _ = self.encode(x)
+        return self.observation(loc).mean
+
+    def _check_data(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"VAE expects a tensor of shape (batch, {self.data_dim}), got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[-1] != self.data_dim:
+            raise ValueError(
+                f"VAE(data_dim={self.data_dim}) expects data of shape (batch, {self.data_dim}), "
+                f"got {tuple(x.shape)}; flatten images with x.reshape(len(x), -1) or set data_dim."
+            )

@@ -1,0 +1,29 @@
+"""pplgen: deep generative models as Pyro programs, trained by interchangeable engines.
+
+::
+
+    import pplgen
+    from pplgen.models import VAE
+
+    x = pplgen.data.load("mnist", split="train", binarize="threshold")
+    result = pplgen.fit(VAE(), "iwae", x, epochs=5)
+    pplgen.evaluate.log_likelihood(result.model, x[:100], guide=result.guide, num_samples=1000)
+"""
+
+from pplgen import data, evaluate
+from pplgen.engine import Engine, Loss, UnsupportedModelError
+from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "FitResult",
+    "Loss",
+    "NonFiniteLossError",
+    "Trainer",
+    "UnsupportedModelError",
+    "data",
+    "evaluate",
+    "fit",
+]

@@ -1,0 +1,221 @@
+"""Vectorized particles and importance log-weights, the primitives engines share.
+
+Every engine draws K particles from the guide and scores them under the model.
+Here this happens once, vectorized: model and guide run inside one extra
+``pyro.plate`` (the particle plate, left of all the program's plates), so each
+latent gets a leading particle dimension and one pass scores all K.
+
+Log-weights ``log w_k = log p(x, z_k) - log q(z_k | x)`` are kept *per
+factor*: when every sample site sits inside the same plate (the data plate of
+a VAE), the joint factorizes over that plate, so the weights are returned with
+shape ``(K, batch)`` and bounds such as IWAE's are taken per datum, as in the
+literature, rather than over the whole mini-batch at once.
+"""
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
+PARTICLE_PLATE = "_particles"
+
+
+@dataclass
+class Particles:
+    """Guide and model traces of K vectorized particles.
+
+    ``particle_dim`` is the (negative) batch dim of the particle plate;
+    ``factor_dims`` are the plate dims shared by every sample site, over which
+    the log-weights factorize (empty when some site lies outside them).
+    """
+
+    guide_trace: pyro.poutine.Trace
+    model_trace: pyro.poutine.Trace
+    particle_dim: int
+    factor_dims: tuple[int, ...]
+
+    def sites(self, trace, *, observed=None):
+        """Sample sites of ``trace`` (all, or only observed/latent ones)."""
+        return [
+            site
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and (observed is None or site["is_observed"] == observed)
+        ]
+
+    def reduce(self, log_prob):
+        """Sum a site's log-density over all batch dims but the particle and factor dims.
+
+        Returns a tensor of shape ``(K, *factor_sizes)``.
+        """
+        ndim = -self.particle_dim
+        log_prob = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
+        summed = [d for d in range(self.particle_dim + 1, 0) if d not in self.factor_dims]
+        if summed:
+            log_prob = log_prob.sum(dim=summed, keepdim=True)
+        return log_prob.reshape(log_prob.shape[0], *(log_prob.shape[d] for d in self.factor_dims))
+
+
+@dataclass
+class LogWeights:
+    """Per-particle, per-factor log-densities: ``model`` is log p(x, z_k) and
+    ``guide`` is log q(z_k | x), each of shape ``(K, *factor_sizes)``,
+    unscaled; ``scale`` is the subsampling scale shared by all sites."""
+
+    model: torch.Tensor
+    guide: torch.Tensor
+    scale: torch.Tensor | float
+
+    @property
+    def log_weights(self):
+        return self.model - self.guide
+
+
+def guess_max_plate_nesting(model, guide, args, kwargs):
+    """How many plate dims the program uses, found by running it once."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    dims = [
+        -frame.dim
+        for trace in (guide_trace, model_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nesting, detach_latents=False):
+    """Run the guide and the model on K vectorized particles.
+
+    With ``detach_latents`` the model scores detached leaf copies of the guide's
+    latents (each with ``requires_grad``), so an engine can take gradients of
+    the model's density with respect to the latents alone.
+    """
+    particle_dim = -max_plate_nesting - 1
+    with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        replayed = _detached_leaves(guide_trace) if detach_latents else guide_trace
+        model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    return Particles(guide_trace, model_trace, particle_dim, _shared_plate_dims(guide_trace, model_trace))
+
+
+def site_log_prob(site, *, detach_params=False):
+    """Unscaled, masked log-density of a sample site at its value."""
+    fn = detach_parameters(site["fn"], site["name"]) if detach_params else site["fn"]
+    log_prob = fn.log_prob(site["value"])
+    if site["mask"] is not None:
+        log_prob = log_prob.masked_fill(~site["mask"], 0.0)
+    return log_prob
+
+
+def log_weights(particles, *, detach_guide_params=False):
+    """Log p(x, z_k) and log q(z_k | x) per particle and factor."""
+    return LogWeights(
+        model_log_density(particles),
+        guide_log_density(particles, detach_params=detach_guide_params),
+        common_scale(particles),
+    )
+
+
+def model_log_density(particles):
+    """log p(x, z_k), shape ``(K, *factor_sizes)``."""
+    return sum(particles.reduce(site_log_prob(s)) for s in particles.sites(particles.model_trace))
+
+
+def guide_log_density(particles, *, detach_params=False):
+    """log q(z_k | x), shape ``(K, *factor_sizes)``; with ``detach_params`` the
+    guide's parameters are cut from the graph but the path through z_k is kept."""
+    return sum(
+        particles.reduce(site_log_prob(s, detach_params=detach_params))
+        for s in particles.sites(particles.guide_trace)
+    )
+
+
+def common_scale(particles):
+    """The subsampling scale every site shares; importance weights need one."""
+    sites = particles.sites(particles.model_trace) + particles.sites(particles.guide_trace)
+    scale = sites[0]["scale"]
+    for site in sites[1:]:
+        if not _same_scale(site["scale"], scale):
+            raise ValueError(
+                f"site '{site['name']}' has scale {site['scale']} but site '{sites[0]['name']}' has {scale}: "
+                "importance weights need every site scaled alike. Put all sites in the same "
+                "subsampled plate, or drop the extra poutine.scale."
+            )
+    return scale
+
+
+def log_mean_exp(log_values, dim=0):
+    """log (1/K) Σ_k exp(v_k), stable."""
+    count = torch.tensor(float(log_values.shape[dim]), device=log_values.device, dtype=log_values.dtype)
+    return torch.logsumexp(log_values, dim=dim) - count.log()
+
+
+_ALTERNATIVE_PARAMETERS = (("logits", "probs"), ("scale_tril", "covariance_matrix", "precision_matrix"))
+
+
+def detach_parameters(fn, site_name):
+    """The same distribution with its parameters cut from the autograd graph.
+
+    Used where an estimator keeps the path derivative through a latent but
+    drops the score of the guide's parameters (sticking the landing, DReG).
+    """
+    if isinstance(fn, dist.Independent):
+        return detach_parameters(fn.base_dist, site_name).to_event(fn.reinterpreted_batch_ndims)
+    if isinstance(fn, dist.ExpandedDistribution):
+        return detach_parameters(fn.base_dist, site_name).expand(fn.batch_shape)
+    if isinstance(fn, dist.MaskedDistribution):
+        return detach_parameters(fn.base_dist, site_name).mask(fn._mask)
+    given = [
+        name
+        for name in fn.arg_constraints
+        if name in vars(fn) or isinstance(getattr(type(fn), name, None), property)
+    ]
+    for group in _ALTERNATIVE_PARAMETERS:
+        present = [name for name in group if name in given]
+        given = [name for name in given if name not in present[1:]]
+    if not given:
+        raise ValueError(
+            f"site '{site_name}': cannot detach the parameters of {type(fn).__name__}; "
+            "use a guide distribution with explicit parameters (Normal, MultivariateNormal, ...) "
+            "or turn off the option that needs it (stl, estimator='dreg')."
+        )
+    params = {name: getattr(fn, name).detach() for name in given}
+    return type(fn)(**params, validate_args=False)
+
+
+def _detached_leaves(trace):
+    copy = poutine.Trace()
+    for name, site in trace.nodes.items():
+        site = site.copy()
+        if site["type"] == "sample" and not site["is_observed"]:
+            site["value"] = site["value"].detach().requires_grad_(site["value"].is_floating_point())
+        copy.add_node(name, **site)
+    return copy
+
+
+def _plate_dims(site):
+    return {
+        frame.dim
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.dim is not None and frame.name != PARTICLE_PLATE
+    }
+
+
+def _shared_plate_dims(*traces):
+    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if site["type"] == "sample"]
+    shared = set.intersection(*dim_sets) if dim_sets else set()
+    return tuple(sorted(shared))
+
+
+def _same_scale(a, b):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+    return a == b
