@@ -105,7 +105,10 @@ class ParticleEngine(Engine):
         from pplgen.checks import check_pair, check_reparameterizable
         from pplgen.inference import score_function_engines
 
-        particles = self.particles(model, guide, args, kwargs, num_particles=1)
+        try:
+            particles = self.particles(model, guide, args, kwargs, num_particles=1)
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{self.name}: model and guide fail when run together on these arguments: {error}") from error
         check_pair(particles)
         if self.reparameterized:
             check_reparameterizable(particles, self.name, score_function_engines())

@@ -316,7 +316,12 @@ class _Batches:
             for start in starts:
                 yield (self.tensor[order[start : start + self.batch_size]],)
         else:
-            loader = DataLoader(self.source, batch_size=self.batch_size, sampler=order[starts.start :].tolist())
+            loader = DataLoader(
+                self.source,
+                batch_size=self.batch_size,
+                sampler=order[starts.start :].tolist(),
+                generator=torch.Generator().manual_seed(self.seed),  # keeps the global RNG untouched
+            )
             for batch in loader:
                 yield self._to_device(batch)
 

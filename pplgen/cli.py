@@ -1,0 +1,379 @@
+"""The ``pplgen`` command line.
+
+::
+
+    pplgen fit vae --engine svi --data mnist --epochs 20
+    pplgen fit vae --engine iwae --particles 5 --estimator dreg --data binarized-mnist --root DATA
+    python -m pplgen fit --help
+
+``pplgen fit`` trains one model family with one engine, estimates the
+held-out log-likelihood by importance sampling (K = ``--eval-samples``) and
+writes a run folder (default ``runs/<model>-<engine>-<data>``)::
+
+    metrics.json          configuration, per-epoch training loss, evaluations,
+                          test log-likelihood and ELBO, wall time, versions
+    loss.png              training loss per datum against the step
+    samples.png           mean images of 64 draws from the model
+    reconstructions.png   test images (odd rows) above their reconstructions
+    checkpoint.pt         the state ``--resume`` continues from
+
+A model family is one entry of :data:`MODELS`; an engine option is one entry
+of :data:`ENGINE_OPTIONS`, passed only to engines whose constructor takes it.
+Mistakes in the input (an unknown option, a missing data file, a model an
+engine cannot train, a diverging run) end with one line ``pplgen: error:
+...`` on stderr and exit status 2.
+"""
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+
+import pplgen
+from pplgen import data, evaluate, inference, models, plots
+from pplgen.engine import UnsupportedModelError
+from pplgen.training import NonFiniteLossError, fit
+
+#: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
+DEFAULT_EPOCHS = 10
+#: Importance samples of the evaluations made during training (the final one uses ``--eval-samples``).
+PERIODIC_EVAL_SAMPLES = 100
+#: The values of ``--binarize`` and what :func:`pplgen.data.load` receives for each.
+BINARIZE = {"threshold": "threshold", "stochastic": "stochastic", "none": None}
+#: Command-line option (argparse ``dest``) -> engine constructor argument.
+ENGINE_OPTIONS = {
+    "particles": "num_particles",
+    "estimator": "estimator",
+    "stl": "stl",
+    "analytic_kl": "analytic_kl",
+}
+#: Exceptions that report a mistake in the input rather than a bug.
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnsupportedModelError, NonFiniteLossError)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How ``pplgen fit`` builds one model family.
+
+    ``build(args, data_dim)`` returns a module with ``.model``, ``.guide``,
+    ``.sample(n)`` and ``.reconstruct(x)``; ``binary`` says its likelihood
+    needs binary data, so grey levels are binarized unless told otherwise.
+    """
+
+    build: Callable
+    binary: bool
+    description: str
+
+
+def _vae(args, data_dim):
+    return models.VAE(data_dim=data_dim, latent_dim=args.latent, hidden=args.hidden)
+
+
+MODELS = {
+    "vae": ModelFamily(_vae, binary=True, description="variational autoencoder, Gaussian z, Bernoulli pixels"),
+}
+
+
+class _UsageError(Exception):
+    """A command line argparse rejected, with the usage of the (sub)command."""
+
+    def __init__(self, message, usage):
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises on bad input, so :func:`main` returns the status."""
+
+    def error(self, message):
+        raise _UsageError(message, self.format_usage())
+
+
+def main(argv=None):
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help and --version print, then stop with status 0
+        return stop.code
+    except _UsageError as error:
+        sys.stderr.write(error.usage)
+        return _fail(error)
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        return _fail(error)
+
+
+def _fail(error):
+    print(f"pplgen: error: {error}", file=sys.stderr)
+    return 2
+
+
+def build_parser():
+    """The argument parser of ``pplgen`` and its subcommands."""
+    parser = _Parser(
+        prog="pplgen",
+        description="Train deep generative models written as Pyro programs with interchangeable inference engines.",
+        epilog="Run 'pplgen COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"pplgen {pplgen.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fit(commands)
+    return parser
+
+
+def _add_fit(commands):
+    models_help = "; ".join(f"{name}: {family.description}" for name, family in MODELS.items())
+    fit_parser = commands.add_parser(
+        "fit",
+        help="train a model with an engine, evaluate it on held-out data and write a run folder",
+        description=(
+            "Train MODEL with an inference engine, estimate the held-out log-likelihood by importance "
+            "sampling and write metrics.json, loss.png, samples.png, reconstructions.png and a checkpoint "
+            "to the run folder."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fit_parser.set_defaults(run=_fit_command)
+    fit_parser.add_argument("model", choices=sorted(MODELS), help=f"model family ({models_help})")
+
+    engine = fit_parser.add_argument_group("engine")
+    engine.add_argument("--engine", default="svi", choices=sorted(inference.ENGINES), help="inference engine")
+    engine.add_argument("--particles", type=_positive_int, metavar="K", help="particles per datum (engine default)")
+    engine.add_argument("--estimator", help="gradient estimator of the guide, 'standard' or 'dreg' (iwae only)")
+    engine.add_argument("--stl", action="store_true", default=None, help="'sticking the landing' estimator (svi only)")
+    engine.add_argument("--analytic-kl", action="store_true", default=None, help="closed-form KL where known (svi only)")
+
+    source = fit_parser.add_argument_group("data")
+    source.add_argument("--data", default="mnist", choices=list(data.SPLITS), help="data set (see pplgen.data)")
+    source.add_argument("--split-train", default="train", help="split to train on")
+    source.add_argument("--split-test", default="test", help="held-out split ('valid' exists for binarized-mnist)")
+    source.add_argument("--root", type=Path, help="folder of the data files (binarized-mnist, mnist-idx, fashion-mnist)")
+    source.add_argument(
+        "--binarize",
+        choices=list(BINARIZE),
+        help="binarization of grey levels (default: threshold for models with binary likelihoods, else none)",
+    )
+
+    architecture = fit_parser.add_argument_group("model")
+    architecture.add_argument("--latent", type=_positive_int, default=20, help="latent dimension")
+    architecture.add_argument("--hidden", type=_layer_sizes, default=(400,), help="hidden layer sizes, e.g. 200,200")
+
+    training = fit_parser.add_argument_group("training")
+    budget = training.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_positive_int, help=f"passes over the data (default {DEFAULT_EPOCHS})")
+    budget.add_argument("--steps", type=_positive_int, help="optimizer steps (instead of --epochs)")
+    training.add_argument("--batch-size", type=_positive_int, default=100, help="data per step")
+    training.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    training.add_argument("--seed", type=int, default=0, help="seed of parameters, shuffles and particles")
+    training.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    training.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    evaluation = fit_parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-samples", type=_positive_int, default=1000, metavar="K", help="importance samples per test image")
+    evaluation.add_argument("--eval-limit", type=_positive_int, default=1000, metavar="N", help="test images used")
+    evaluation.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="EPOCHS",
+        help=f"evaluate during training every so many epochs (K = min({PERIODIC_EVAL_SAMPLES}, --eval-samples))",
+    )
+
+    output = fit_parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, help="run folder (default runs/MODEL-ENGINE-DATA); an earlier run there is replaced")
+    output.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint when it exists")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _layer_sizes(text):
+    try:
+        return tuple(_positive_int(size) for size in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes separated by commas, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------
+# pplgen fit
+# --------------------------------------------------------------------------
+
+
+def _fit_command(args):
+    family = MODELS[args.model]
+    engine = _build_engine(args.engine, _engine_options(args))
+    binarize = _binarize(args, family)
+    x_train = data.load(args.data, args.split_train, root=args.root, binarize=binarize, seed=args.seed)
+    x_test = data.load(args.data, args.split_test, root=args.root, binarize=binarize, seed=args.seed)[: args.eval_limit]
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)  # seeds torch, numpy and random before the model's weights are drawn
+    model = family.build(args, x_train.shape[1])
+    out = args.out or Path("runs") / f"{args.model}-{args.engine}-{args.data}"
+    epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
+
+    start = time.perf_counter()
+    result = fit(
+        model,
+        engine,
+        x_train,
+        epochs=epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        valid_data=x_test,
+        eval_every=args.eval_every,
+        eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
+        checkpoint=out / "checkpoint.pt",
+        resume=args.resume,
+        progress=args.progress,
+    )
+    wall_time = time.perf_counter() - start
+    device = next(model.parameters()).device
+    x_test = x_test.to(device)
+    test = {
+        "log_likelihood": evaluate.log_likelihood(model, x_test, num_samples=args.eval_samples).mean().item(),
+        "elbo": evaluate.elbo(model, x_test).mean().item(),
+        "num_samples": args.eval_samples,
+        "num_images": len(x_test),
+    }
+    config = {
+        **{name: value for name, value in vars(args).items() if name not in ("run", "command")},
+        "binarize": binarize,
+        "epochs": epochs,
+        "engine_options": engine.options(),
+        "device": str(device),
+        "out": str(out),
+        "train_images": len(x_train),
+    }
+    record = _record(config, result, test, wall_time)
+    _write_figures(out, model, result, x_test)
+    write_json(out / "metrics.json", record)
+    print(summary(record))
+    return 0
+
+
+def _engine_options(args):
+    """Engine constructor arguments of the engine options given on the command line."""
+    return {keyword: getattr(args, dest) for dest, keyword in ENGINE_OPTIONS.items() if getattr(args, dest) is not None}
+
+
+def _build_engine(name, options):
+    """The registered engine ``name`` with ``options``, after checking that it takes them."""
+    accepted = inspect.signature(inference.ENGINES[name].__init__).parameters
+    flags = {keyword: "--" + dest.replace("_", "-") for dest, keyword in ENGINE_OPTIONS.items()}
+    refused = [flags[keyword] for keyword in options if keyword not in accepted]
+    if refused:
+        takes = [flag for keyword, flag in flags.items() if keyword in accepted]
+        raise ValueError(
+            f"engine '{name}' does not take {', '.join(refused)}; "
+            f"its options are {', '.join(takes) if takes else 'none'}"
+        )
+    return inference.get(name, **options)
+
+
+def _binarize(args, family):
+    """What ``--binarize`` asks for, or the family's default."""
+    if args.binarize is not None:
+        return BINARIZE[args.binarize]
+    return "threshold" if family.binary else None
+
+
+def _record(config, result, test, wall_time):
+    """The content of ``metrics.json``."""
+    return {
+        "config": config,
+        "epochs": _epoch_losses(result.history),
+        "evaluations": result.evaluations,
+        "test": test,
+        "steps": result.trainer.num_steps,
+        "wall_time_s": wall_time,
+        "versions": {
+            "pplgen": pplgen.__version__,
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _epoch_losses(history):
+    """Mean training loss per datum of each epoch (1-based, the last one possibly partial)."""
+    epochs = {}
+    for row in history:
+        entry = epochs.setdefault(row["epoch"], {"epoch": row["epoch"] + 1, "steps": 0, "loss": 0.0, "data": 0})
+        entry["steps"] += 1
+        entry["last_step"] = row["step"]
+        entry["loss"] += row["loss"]
+        entry["data"] += row["batch_size"]
+    return [
+        {"epoch": e["epoch"], "steps": e["steps"], "last_step": e["last_step"], "loss_per_datum": e["loss"] / e["data"]}
+        for e in epochs.values()
+    ]
+
+
+def _write_figures(out, model, result, x_test):
+    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{result.engine.name}: training loss"
+    plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=title)
+    plots.image_grid(model.sample(64), out / "samples.png", rows=8, title="samples (mean images)")
+    columns = min(8, len(x_test))
+    originals = x_test[: (min(32, len(x_test)) // columns) * columns]
+    pairs = _rows_above(originals, model.reconstruct(originals), columns)
+    plots.image_grid(pairs, out / "reconstructions.png", rows=len(pairs) // columns, title="test images above reconstructions")
+
+
+def _rows_above(upper, lower, columns):
+    """Interleave rows of ``columns`` images: a row of ``upper``, the same row of ``lower``, ..."""
+    rows = []
+    for start in range(0, len(upper), columns):
+        rows += [upper[start : start + columns], lower[start : start + columns]]
+    return torch.cat(rows)
+
+
+def write_json(path, value):
+    """Write ``value`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(json.dumps(value, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def summary(record):
+    """A few lines for people: what was trained, for how long, and the held-out scores."""
+    config, test = record["config"], record["test"]
+    options = ", ".join(f"{name}={value}" for name, value in config["engine_options"].items())
+    return "\n".join(
+        [
+            f"{config['model']} trained by {config['engine']} ({options}) "
+            f"on {config['data']}/{config['split_train']} ({config['train_images']} images)",
+            f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
+            f"  test log-likelihood {test['log_likelihood']:.2f} nats "
+            f"(K={test['num_samples']}, {test['num_images']} images of {config['data']}/{config['split_test']})",
+            f"  test ELBO           {test['elbo']:.2f} nats",
+            f"  run folder: {config['out']}",
+        ]
+    )

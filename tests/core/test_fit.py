@@ -1,0 +1,174 @@
+"""pplgen.fit: reproducibility, checkpoints, resume, roles, named errors."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from conftest import LinearGaussian
+from torch.utils.data import DataLoader, TensorDataset
+
+import pplgen
+from pplgen import NonFiniteLossError, fit
+from pplgen.inference import SVI
+from pplgen.models import VAE
+
+
+def small_vae(seed=0):
+    torch.manual_seed(seed)
+    return VAE(data_dim=16, latent_dim=3, hidden=(12,))
+
+
+def binary_data(n=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 16, generator=generator).bernoulli(generator=generator)
+
+
+def losses(result):
+    return [row["loss"] for row in result.history]
+
+
+def test_same_seed_same_history():
+    first = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=3)
+    second = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=3)
+    third = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=4)
+    assert losses(first) == losses(second)
+    assert losses(first) != losses(third)
+
+
+@pytest.mark.parametrize("stop", [{"epochs": 2}, {"steps": 7}], ids=["epoch-boundary", "mid-epoch"])
+@pytest.mark.parametrize("engine", ["svi", "iwae"])
+def test_resume_continues_exactly(tmp_path, stop, engine):
+    options = dict(batch_size=16, progress=False, seed=5, valid_data=binary_data(8, seed=9), eval_samples=4)
+    whole = fit(small_vae(), engine, binary_data(), epochs=4, **options)
+    path = tmp_path / "run" / "checkpoint.pt"
+    fit(small_vae(), engine, binary_data(), checkpoint=path, **stop, **options)
+    resumed = fit(small_vae(seed=123), engine, binary_data(), epochs=4, checkpoint=path, resume=True, **options)
+    assert losses(resumed) == losses(whole)
+    assert resumed.evaluations == whole.evaluations
+    for a, b in zip(whole.model.__self__.parameters(), resumed.model.__self__.parameters()):
+        assert torch.equal(a, b)
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]
+
+
+def test_checkpoint_loads_without_pickled_code(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    vae = small_vae()
+    fit(vae, "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert state["engine_name"] == "svi"
+    for name, value in vae.state_dict().items():
+        assert torch.equal(state["trainer"]["modules"]["model"][name], value)
+
+
+def test_resume_with_another_engine_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="written by engine 'svi', not 'iwae'"):
+        fit(small_vae(), "iwae", binary_data(), epochs=2, batch_size=16, checkpoint=path, resume=True, progress=False)
+
+
+class BreaksAtStep(SVI):
+    """svi whose ELBO turns NaN from a given call on."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, model, guide, *args, **kwargs):
+        self.calls += 1
+        loss = super().forward(model, guide, *args, **kwargs)
+        if self.calls >= self.at:
+            loss.metrics["elbo"] = loss.metrics["elbo"] * float("nan")
+            return pplgen.Loss(loss.surrogate * float("nan"), loss.metrics)
+        return loss
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    vae = small_vae()
+    with pytest.raises(NonFiniteLossError, match=r"step 6: engine 'svi' .*metric 'elbo' = nan.*checkpoint\.pt, is intact"):
+        fit(vae, BreaksAtStep(at=6), binary_data(), epochs=3, batch_size=16, checkpoint=path, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert state["progress"] == {"epoch": 1, "skip": 0}
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_roles_and_per_role_learning_rates():
+    vae = small_vae()
+    result = fit(vae, "svi", binary_data(), steps=1, lr={"model": 1e-2, "guide": 1e-4}, progress=False)
+    groups = {g["role"]: g for g in result.trainer.optimizer.param_groups}
+    assert groups["model"]["lr"] == 1e-2 and groups["guide"]["lr"] == 1e-4
+    assert {id(p) for p in groups["model"]["params"]} == {id(p) for p in vae.decoder.parameters()}
+    assert {id(p) for p in groups["guide"]["params"]} == {id(p) for p in vae.encoder.parameters()}
+
+
+DECODER = torch.nn.Linear(1, 2)
+
+
+def plain_model(x):
+    decoder = pyro.module("decoder", DECODER)
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+
+def plain_guide(x):
+    loc = pyro.param("loc", torch.zeros(1))
+    scale = pyro.param("scale", torch.ones(1), constraint=dist.constraints.positive)
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(loc, scale).expand([len(x), 1]).to_event(1))
+
+
+def test_plain_function_programs_are_trained_and_checkpointed(tmp_path):
+    x = torch.randn(32, 2) + torch.tensor([2.0, -1.0])
+    path = tmp_path / "checkpoint.pt"
+    result = fit(plain_model, "svi", x, guide=plain_guide, epochs=30, batch_size=32, lr=0.05, checkpoint=path, progress=False)
+    roles = result.trainer.roles
+    assert len(roles["model"]) == 2 and len(roles["guide"]) == 2
+    assert result.history[-1]["loss"] < result.history[0]["loss"] - 10
+    store = torch.load(path, weights_only=True)["trainer"]["param_store"]
+    assert set(store) == {"decoder$$$weight", "decoder$$$bias", "loc", "scale"}
+    assert torch.allclose(store["scale"], pyro.param("scale").unconstrained())
+
+
+def test_dataset_and_dataloader_data():
+    x = binary_data()
+    from_dataset = fit(small_vae(), "svi", TensorDataset(x), epochs=1, batch_size=16, progress=False)
+    from_tensor = fit(small_vae(), "svi", x, epochs=1, batch_size=16, progress=False)
+    assert losses(from_dataset) == losses(from_tensor)
+    from_loader = fit(small_vae(), "svi", DataLoader(TensorDataset(x), batch_size=8), epochs=1, progress=False)
+    assert len(from_loader.history) == 8
+
+
+def test_short_run_on_linear_gaussian_reaches_exact_evidence():
+    """Model and guide of the conjugate model are learnable: the ELBO climbs to the evidence."""
+    torch.manual_seed(0)
+    truth = LinearGaussian()
+    x = truth.w.detach() * torch.randn(512, 2) + truth.b.detach() + truth.sigma * torch.randn(512, 2)
+    result = fit(LinearGaussian(), "svi", x, epochs=60, batch_size=128, lr=0.05, progress=False)
+    learned = result.model.__self__
+    gap = learned.log_evidence(x).mean() - learned.analytic_elbo(x).mean()
+    assert gap.item() < 0.02
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: fit(small_vae(), "svi", [[0.0] * 16], epochs=1), TypeError, "data must be a torch.Tensor .* got list"),
+        (lambda: fit(small_vae(), "svi", torch.full((4, 16), float("nan")), epochs=1), ValueError, "non-finite values .* 4 rows, first at row 0"),
+        (lambda: fit(small_vae(), "svi", torch.ones(4, 10), epochs=1, progress=False), ValueError, r"expects data of shape \(batch, 16\), got \(4, 10\)"),
+        (lambda: fit(small_vae(), "svi", binary_data()), ValueError, "give epochs=... or steps=..."),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=0), ValueError, "epochs must be a positive int"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"decoder": 1.0}), ValueError, "lr has unknown roles"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimizer="adam"), TypeError, "optimizer must be a torch.optim.Optimizer class"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, resume=True), ValueError, "resume=True needs checkpoint"),
+        (lambda: fit(small_vae(), "nuts", binary_data(), epochs=1), ValueError, "unknown engine 'nuts'"),
+        (lambda: fit(lambda x: None, "svi", binary_data(), epochs=1), TypeError, "no guide given"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, device="cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA is not available")), ValueError, "CUDA is not available"),
+    ],
+    ids=["list", "nan", "shape", "no-length", "zero-epochs", "role", "optimizer", "resume", "engine", "guide", "cuda"],
+)
+def test_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()

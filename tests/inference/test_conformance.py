@@ -1,0 +1,131 @@
+"""One conformance table over every registered engine.
+
+Each row is an engine configuration; every row runs the same checks on the
+VAE and on the linear-Gaussian model. Adding an engine adds a row here.
+"""
+
+import copy
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from conftest import LinearGaussian
+
+from pplgen import UnsupportedModelError
+from pplgen.inference import ENGINES, get
+from pplgen.models import VAE
+
+ROWS = [
+    ("svi", {}),
+    ("svi", {"num_particles": 3, "analytic_kl": True}),
+    ("svi", {"stl": True}),
+    ("iwae", {"num_particles": 4}),
+    ("iwae", {"num_particles": 4, "estimator": "dreg"}),
+]
+IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in ROWS]
+
+
+def test_every_registered_engine_has_a_row():
+    assert {name for name, _ in ROWS} == set(ENGINES)
+
+
+def vae_case():
+    torch.manual_seed(0)
+    return VAE(data_dim=12, latent_dim=3, hidden=(8,)), torch.rand(5, 12).bernoulli()
+
+
+def linear_gaussian_case():
+    return LinearGaussian(), torch.randn(4, 2)
+
+
+@pytest.mark.parametrize("case", [vae_case, linear_gaussian_case], ids=["vae", "linear_gaussian"])
+@pytest.mark.parametrize("name, options", ROWS, ids=IDS)
+def test_engine_contract(name, options, case):
+    module, x = case()
+    engine = get(name, **options)
+    engine.check(module.model, module.guide, x)
+    loss = engine(module.model, module.guide, x)
+    assert loss.surrogate.shape == () and torch.isfinite(loss.surrogate)
+    assert set(loss.metrics) == set(engine.metric_names) and "loss" in loss.metrics
+    assert all(v.shape == () and not v.requires_grad for v in loss.metrics.values())
+    assert torch.allclose(loss.metrics["loss"], loss.surrogate.detach())
+    loss.surrogate.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name, options", ROWS, ids=IDS)
+def test_state_dict_round_trip_and_move(name, options):
+    engine = get(name, **options)
+    module, x = vae_case()
+    engine(module.model, module.guide, x)
+    restored = get(name, **options)
+    restored.load_state_dict(copy.deepcopy(engine.state_dict()))
+    for key, value in engine.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key])
+    moved = engine.to(torch.float64)
+    assert moved is engine
+    assert all(t.dtype == torch.float64 for t in engine.state_dict().values() if t.is_floating_point())
+
+
+def discrete_guide_pair():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            h = pyro.sample("h1", dist.Bernoulli(x.new_full((3,), 0.5)).to_event(1))
+            pyro.sample("x", dist.Normal(h.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        probs = pyro.param("probs", torch.full((3,), 0.5), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", len(x)):
+            pyro.sample("h1", dist.Bernoulli(probs).to_event(1))
+
+    return model, guide, torch.randn(4, 1)
+
+
+@pytest.mark.parametrize("name, options", [row for row in ROWS if ENGINES[row[0]].reparameterized], ids=str)
+def test_reparameterized_engines_refuse_discrete_guide_sites(name, options):
+    model, guide, x = discrete_guide_pair()
+    with pytest.raises(UnsupportedModelError, match=rf"site 'h1' is a Bernoulli and has no rsample: {name} cannot"):
+        get(name, **options).check(model, guide, x)
+
+
+def hierarchical_guide_pair():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
+            z2 = pyro.sample("z2", dist.Normal(z1, 1.0))
+            pyro.sample("x", dist.Normal(z2, 1.0), obs=x)
+
+    def guide(x):
+        weight = pyro.param("weight", torch.tensor(0.5))
+        with pyro.plate("data", len(x)):
+            z1 = pyro.sample("z1", dist.Normal(weight * x, 1.0))
+            pyro.sample("z2", dist.Normal(weight * z1, 1.0))
+
+    return model, guide, torch.randn(4)
+
+
+@pytest.mark.parametrize(
+    "name, options, flag",
+    [("svi", {"stl": True}, "stl=True"), ("iwae", {"estimator": "dreg"}, "estimator='dreg'")],
+)
+def test_detached_guide_estimators_refuse_dependent_guide_sites(name, options, flag):
+    model, guide, x = hierarchical_guide_pair()
+    get(name).check(model, guide, x)
+    with pytest.raises(UnsupportedModelError, match=rf"site 'z2': its guide distribution depends on latent 'z1'.*{flag}"):
+        get(name, **options).check(model, guide, x)
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("svi", {"num_particles": 0}, "num_particles must be a positive int"),
+        ("svi", {"stl": True, "analytic_kl": True}, "analytic_kl and stl cannot be combined"),
+        ("iwae", {"estimator": "doubly"}, "estimator must be one of"),
+        ("iwae", {"max_plate_nesting": -1}, "max_plate_nesting must be"),
+        ("vimco2", {}, "unknown engine .vimco2.; registered engines: "),
+    ],
+)
+def test_bad_options_are_named(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        get(name, **options)
