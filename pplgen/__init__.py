@@ -14,6 +14,8 @@ from pplgen import data, evaluate
 from pplgen.engine import Engine, Loss, UnsupportedModelError
 from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
 
+from pplgen import inference  # noqa: E402  (the engine registry; engines import the core above)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -26,4 +28,5 @@ __all__ = [
     "data",
     "evaluate",
     "fit",
+    "inference",
 ]

@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   — create .venv, install, train on the embedded MNIST digits
+#   make test   — create .venv, install, run the default test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+FASHION_MNIST = /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test test-slow test-gpu benchmark
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[data,test]"
+	@[ -d $(FASHION_MNIST) ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
+		echo "note: Debian's dataset-fashion-mnist is not installed; Fashion-MNIST tests will skip"
+	touch $@
+
+demo: setup
+	$(BIN)/pplgen fit vae --engine svi --data mnist --epochs 20 --out runs/vae-svi
+	$(BIN)/pplgen fit vae --engine iwae --particles 5 --estimator dreg --data mnist --epochs 20 --out runs/vae-iwae
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+test-gpu: setup
+	$(BIN)/python -m pytest -q -m gpu
+
+benchmark: setup
+	$(BIN)/python benchmarks/vae_step.py
+	$(BIN)/python benchmarks/vae_loglik.py
