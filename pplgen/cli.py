@@ -11,7 +11,7 @@ held-out log-likelihood by importance sampling (K = ``--eval-samples``) and
 writes a run folder (default ``runs/<model>-<engine>-<data>``)::
 
     metrics.json          configuration, per-epoch training loss, evaluations,
-                          test log-likelihood and ELBO, wall time, versions
+                          test log-likelihood and ELBO, training wall time, versions
     loss.png              training loss per datum against the step
     samples.png           mean images of 64 draws from the model
     reconstructions.png   test images (odd rows) above their reconstructions
@@ -75,6 +75,7 @@ class ModelFamily:
 
 
 def _vae(args, data_dim):
+    """``pplgen.models.VAE`` with the command line's ``--latent`` and ``--hidden``."""
     return models.VAE(data_dim=data_dim, latent_dim=args.latent, hidden=args.hidden)
 
 
@@ -89,6 +90,15 @@ class _UsageError(Exception):
     def __init__(self, message, usage):
         super().__init__(message)
         self.usage = usage
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has a value to show (not for flags or unset options)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +125,7 @@ def main(argv=None):
 
 
 def _fail(error):
+    """Report a user error on stderr; the exit status of a usage error."""
     print(f"pplgen: error: {error}", file=sys.stderr)
     return 2
 
@@ -133,6 +144,7 @@ def build_parser():
 
 
 def _add_fit(commands):
+    """The ``fit`` subcommand and its options."""
     models_help = "; ".join(f"{name}: {family.description}" for name, family in MODELS.items())
     fit_parser = commands.add_parser(
         "fit",
@@ -142,60 +154,81 @@ def _add_fit(commands):
             "sampling and write metrics.json, loss.png, samples.png, reconstructions.png and a checkpoint "
             "to the run folder."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     fit_parser.set_defaults(run=_fit_command)
-    fit_parser.add_argument("model", choices=sorted(MODELS), help=f"model family ({models_help})")
+    fit_parser.add_argument("model", choices=sorted(MODELS), metavar="MODEL", help=f"model family ({models_help})")
+    _add_engine_arguments(fit_parser.add_argument_group("engine"))
+    _add_data_arguments(fit_parser.add_argument_group("data"))
+    _add_training_arguments(fit_parser.add_argument_group("model and training"))
+    _add_output_arguments(fit_parser.add_argument_group("evaluation and output"))
 
-    engine = fit_parser.add_argument_group("engine")
-    engine.add_argument("--engine", default="svi", choices=sorted(inference.ENGINES), help="inference engine")
-    engine.add_argument("--particles", type=_positive_int, metavar="K", help="particles per datum (engine default)")
-    engine.add_argument("--estimator", help="gradient estimator of the guide, 'standard' or 'dreg' (iwae only)")
-    engine.add_argument("--stl", action="store_true", default=None, help="'sticking the landing' estimator (svi only)")
-    engine.add_argument("--analytic-kl", action="store_true", default=None, help="closed-form KL where known (svi only)")
 
-    source = fit_parser.add_argument_group("data")
-    source.add_argument("--data", default="mnist", choices=list(data.SPLITS), help="data set (see pplgen.data)")
-    source.add_argument("--split-train", default="train", help="split to train on")
-    source.add_argument("--split-test", default="test", help="held-out split ('valid' exists for binarized-mnist)")
-    source.add_argument("--root", type=Path, help="folder of the data files (binarized-mnist, mnist-idx, fashion-mnist)")
-    source.add_argument(
+def _add_engine_arguments(group):
+    """``--engine`` and the engine options of :data:`ENGINE_OPTIONS`."""
+    group.add_argument("--engine", default="svi", choices=sorted(inference.ENGINES), help="inference engine")
+    group.add_argument("--particles", type=_positive_int, metavar="K", help="particles per datum (engine default)")
+    group.add_argument("--estimator", metavar="NAME", help="guide gradient estimator, 'standard' or 'dreg' (iwae only)")
+    group.add_argument("--stl", action="store_true", default=None, help="'sticking the landing' estimator (svi only)")
+    group.add_argument("--analytic-kl", action="store_true", default=None, help="closed-form KL where known (svi only)")
+
+
+def _add_data_arguments(group):
+    """Which data set, splits and binarization."""
+    group.add_argument("--data", default="mnist", choices=list(data.SPLITS), help="data set (see pplgen.data)")
+    group.add_argument("--split-train", default="train", metavar="SPLIT", help="split to train on")
+    group.add_argument(
+        "--split-test", default="test", metavar="SPLIT", help="held-out split ('valid' exists for binarized-mnist)"
+    )
+    group.add_argument(
+        "--root", type=Path, metavar="PATH", help="folder of the data files (binarized-mnist, mnist-idx, fashion-mnist)"
+    )
+    group.add_argument(
         "--binarize",
         choices=list(BINARIZE),
         help="binarization of grey levels (default: threshold for models with binary likelihoods, else none)",
     )
 
-    architecture = fit_parser.add_argument_group("model")
-    architecture.add_argument("--latent", type=_positive_int, default=20, help="latent dimension")
-    architecture.add_argument("--hidden", type=_layer_sizes, default=(400,), help="hidden layer sizes, e.g. 200,200")
 
-    training = fit_parser.add_argument_group("training")
-    budget = training.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=_positive_int, help=f"passes over the data (default {DEFAULT_EPOCHS})")
-    budget.add_argument("--steps", type=_positive_int, help="optimizer steps (instead of --epochs)")
-    training.add_argument("--batch-size", type=_positive_int, default=100, help="data per step")
-    training.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    training.add_argument("--seed", type=int, default=0, help="seed of parameters, shuffles and particles")
-    training.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    training.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+def _add_training_arguments(group):
+    """Model size, training budget, optimizer, seed and device."""
+    group.add_argument("--latent", type=_positive_int, default=20, metavar="N", help="latent dimension")
+    group.add_argument(
+        "--hidden", type=_layer_sizes, default="400", metavar="SIZES", help="hidden layer sizes, e.g. 200,200"
+    )
+    budget = group.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--epochs", type=_positive_int, metavar="N", help=f"passes over the data (default: {DEFAULT_EPOCHS})"
+    )
+    budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
+    group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
+    group.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
-    evaluation = fit_parser.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-samples", type=_positive_int, default=1000, metavar="K", help="importance samples per test image")
-    evaluation.add_argument("--eval-limit", type=_positive_int, default=1000, metavar="N", help="test images used")
-    evaluation.add_argument(
+
+def _add_output_arguments(group):
+    """Held-out evaluation and the run folder."""
+    group.add_argument(
+        "--eval-samples", type=_positive_int, default=1000, metavar="K", help="importance samples per test image"
+    )
+    group.add_argument("--eval-limit", type=_positive_int, default=1000, metavar="N", help="test images used")
+    group.add_argument(
         "--eval-every",
         type=_positive_int,
         default=1,
         metavar="EPOCHS",
         help=f"evaluate during training every so many epochs (K = min({PERIODIC_EVAL_SAMPLES}, --eval-samples))",
     )
-
-    output = fit_parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, help="run folder (default runs/MODEL-ENGINE-DATA); an earlier run there is replaced")
-    output.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint when it exists")
+    group.add_argument(
+        "--out", type=Path, metavar="PATH", help="run folder (default: runs/MODEL-ENGINE-DATA; replaces a run there)"
+    )
+    group.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder, if any")
 
 
 def _positive_int(text):
+    """argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -206,6 +239,7 @@ def _positive_int(text):
 
 
 def _layer_sizes(text):
+    """argparse type: comma-separated positive layer sizes, as a tuple."""
     try:
         return tuple(_positive_int(size) for size in text.split(","))
     except argparse.ArgumentTypeError:
@@ -218,6 +252,7 @@ def _layer_sizes(text):
 
 
 def _fit_command(args):
+    """``pplgen fit``: train, evaluate on held-out data, write the run folder, print a summary."""
     family = MODELS[args.model]
     engine = _build_engine(args.engine, _engine_options(args))
     binarize = _binarize(args, family)
@@ -250,26 +285,37 @@ def _fit_command(args):
     wall_time = time.perf_counter() - start
     device = next(model.parameters()).device
     x_test = x_test.to(device)
-    test = {
-        "log_likelihood": evaluate.log_likelihood(model, x_test, num_samples=args.eval_samples).mean().item(),
-        "elbo": evaluate.elbo(model, x_test).mean().item(),
-        "num_samples": args.eval_samples,
-        "num_images": len(x_test),
-    }
-    config = {
-        **{name: value for name, value in vars(args).items() if name not in ("run", "command")},
-        "binarize": binarize,
-        "epochs": epochs,
-        "engine_options": engine.options(),
-        "device": str(device),
-        "out": str(out),
-        "train_images": len(x_train),
-    }
-    record = _record(config, result, test, wall_time)
-    _write_figures(out, model, result, x_test)
+    config = _config(
+        args,
+        binarize=binarize,
+        epochs=epochs,
+        engine_options=engine.options(),
+        device=str(device),
+        out=str(out),
+        train_images=len(x_train),
+    )
+    record = _record(config, result, _test_scores(model, x_test, args.eval_samples), wall_time)
+    _write_figures(out, model, result, x_test, f"{args.model} trained by {args.engine} on {args.data}")
     write_json(out / "metrics.json", record)
     print(summary(record))
     return 0
+
+
+def _test_scores(model, x_test, num_samples):
+    """Mean importance-sampled log-likelihood and ELBO per test image, in nats."""
+    return {
+        "log_likelihood": evaluate.log_likelihood(model, x_test, num_samples=num_samples).mean().item(),
+        "elbo": evaluate.elbo(model, x_test).mean().item(),
+        "num_samples": num_samples,
+        "num_images": len(x_test),
+    }
+
+
+def _config(args, **resolved):
+    """The run's configuration: the options as given (engine options as the engine took them), then ``resolved``."""
+    skipped = {"run", "command", "progress", *ENGINE_OPTIONS}
+    given = {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
+    return {**{name: value for name, value in given.items() if name not in skipped}, **resolved}
 
 
 def _engine_options(args):
@@ -331,16 +377,16 @@ def _epoch_losses(history):
     ]
 
 
-def _write_figures(out, model, result, x_test):
-    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``."""
+def _write_figures(out, model, result, x_test, label):
+    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``, titled after ``label``."""
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{result.engine.name}: training loss"
-    plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=title)
-    plots.image_grid(model.sample(64), out / "samples.png", rows=8, title="samples (mean images)")
+    plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=label)
+    plots.image_grid(model.sample(64), out / "samples.png", rows=8, title=f"{label}\nsamples (mean images)")
     columns = min(8, len(x_test))
     originals = x_test[: (min(32, len(x_test)) // columns) * columns]
     pairs = _rows_above(originals, model.reconstruct(originals), columns)
-    plots.image_grid(pairs, out / "reconstructions.png", rows=len(pairs) // columns, title="test images above reconstructions")
+    title = f"{label}\ntest images above their reconstructions"
+    plots.image_grid(pairs, out / "reconstructions.png", rows=len(pairs) // columns, title=title)
 
 
 def _rows_above(upper, lower, columns):
@@ -368,7 +414,7 @@ def summary(record):
     options = ", ".join(f"{name}={value}" for name, value in config["engine_options"].items())
     return "\n".join(
         [
-            f"{config['model']} trained by {config['engine']} ({options}) "
+            f"{config['model']} trained by {config['engine']}{f' ({options})' if options else ''} "
             f"on {config['data']}/{config['split_train']} ({config['train_images']} images)",
             f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
             f"  test log-likelihood {test['log_likelihood']:.2f} nats "

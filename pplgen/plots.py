@@ -15,12 +15,12 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, LogLocator  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator  # noqa: E402
 
 
 def _smooth(values, window):
-    """Trailing moving average of ``values``; the first points average what precedes them."""
+    """Trailing moving average of ``values`` over ``window`` points (fewer at the start)."""
     values = np.asarray(values, dtype=float)
     sums = np.cumsum(np.insert(values, 0, 0.0))
     counts = np.minimum(np.arange(1, len(values) + 1), window)
@@ -63,7 +63,7 @@ def plot_losses(history, evaluations, path, *, title="training"):
 def _log_scale(axes):
     """A logarithmic y axis labelled with plain numbers (early losses dwarf later ones)."""
     axes.set_yscale("log")
-    axes.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
+    axes.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.5, 2.0, 3.0, 4.0, 6.0)))
     for axis_formatter in (axes.yaxis.set_major_formatter, axes.yaxis.set_minor_formatter):
         axis_formatter(FormatStrFormatter("%g"))
 
@@ -85,7 +85,8 @@ def image_grid(images, path, *, rows=None, title=None):
         top = pad + (index // columns) * (height + pad)
         left = pad + (index % columns) * (width + pad)
         canvas[top : top + height, left : left + width] = image
-    figure, axes = plt.subplots(figsize=(columns * 0.6 + 0.4, rows * 0.6 + (0.8 if title else 0.4)))
+    title_lines = title.count("\n") + 1 if title else 0
+    figure, axes = plt.subplots(figsize=(max(4.0, columns * 0.6 + 0.4), rows * 0.6 + 0.4 + 0.3 * title_lines))
     axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_axis_off()
     if title:

