@@ -53,26 +53,24 @@ class SVI(ParticleEngine):
 
     def forward(self, model, guide, *args, **kwargs):
         particles = self.particles(model, guide, args, kwargs)
-        elbo = self.elbo_per_particle(particles).mean()
+        elbo = self.elbo(particles)
         loss = -elbo
         return Loss(loss, {"loss": loss.detach(), "elbo": elbo.detach()})
 
-    def elbo_per_particle(self, particles):
-        """Σ over sites of scaled log p − log q (or −KL), one value per particle."""
+    def elbo(self, particles):
+        """Σ over sites of scaled log p − log q (or −KL), averaged over particles."""
         guide_sites = {s["name"]: s for s in particles.sites(particles.guide_trace)}
-        terms = []
+        total = 0.0
         for site in particles.sites(particles.model_trace):
             negative_kl = self._negative_kl(guide_sites.get(site["name"]), site)
             if negative_kl is None:
-                term = site_log_prob(site)
+                total = total + site["scale"] * site_log_prob(site).sum()
             else:
-                term = negative_kl
+                total = total + site["scale"] * negative_kl.sum()
                 guide_sites.pop(site["name"])
-            terms.append(site["scale"] * particles.reduce(term))
         for site in guide_sites.values():
-            terms.append(-site["scale"] * particles.reduce(site_log_prob(site, detach_params=self.stl)))
-        total = sum(terms)
-        return total.reshape(total.shape[0], -1).sum(-1)
+            total = total - site["scale"] * site_log_prob(site, detach_params=self.stl).sum()
+        return total / particles.num_particles
 
     def _negative_kl(self, guide_site, model_site):
         """−KL(q ‖ p) at a latent site, or None where not asked for or not available."""

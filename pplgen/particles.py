@@ -12,20 +12,21 @@ shape ``(K, batch)`` and bounds such as IWAE's are taken per datum, as in the
 literature, rather than over the whole mini-batch at once.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import site_is_subsample
 
 PARTICLE_PLATE = "_particles"
 
 
 @dataclass
 class Particles:
-    """Guide and model traces of K vectorized particles.
+    """Guide and model traces of ``num_particles`` (K) vectorized particles.
 
     ``particle_dim`` is the (negative) batch dim of the particle plate;
     ``factor_dims`` are the plate dims shared by every sample site, over which
@@ -34,6 +35,7 @@ class Particles:
 
     guide_trace: pyro.poutine.Trace
     model_trace: pyro.poutine.Trace
+    num_particles: int
     particle_dim: int
     factor_dims: tuple[int, ...]
 
@@ -42,7 +44,7 @@ class Particles:
         return [
             site
             for site in trace.nodes.values()
-            if site["type"] == "sample" and (observed is None or site["is_observed"] == observed)
+            if _is_sample(site) and (observed is None or site["is_observed"] == observed)
         ]
 
     def reduce(self, log_prob):
@@ -82,7 +84,7 @@ def guess_max_plate_nesting(model, guide, args, kwargs):
         -frame.dim
         for trace in (guide_trace, model_trace)
         for site in trace.nodes.values()
-        if site["type"] == "sample"
+        if _is_sample(site)
         for frame in site["cond_indep_stack"]
         if frame.vectorized and frame.dim is not None
     ]
@@ -97,13 +99,13 @@ def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nes
     the model's density with respect to the latents alone.
     """
     particle_dim = -max_plate_nesting - 1
-    with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
+    # One particle needs no plate: its log-densities get the particle dim in ``reduce``.
+    particle_plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim) if num_particles > 1 else nullcontext()
+    with particle_plate:
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         replayed = _detached_leaves(guide_trace) if detach_latents else guide_trace
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    return Particles(guide_trace, model_trace, particle_dim, _shared_plate_dims(guide_trace, model_trace))
+    return Particles(guide_trace, model_trace, num_particles, particle_dim, _shared_plate_dims(guide_trace, model_trace))
 
 
 def site_log_prob(site, *, detach_params=False):
@@ -201,6 +203,11 @@ def _detached_leaves(trace):
     return copy
 
 
+def _is_sample(site):
+    """A sample site of the program (not the index draw a plate records)."""
+    return site["type"] == "sample" and not site_is_subsample(site)
+
+
 def _plate_dims(site):
     return {
         frame.dim
@@ -210,7 +217,7 @@ def _plate_dims(site):
 
 
 def _shared_plate_dims(*traces):
-    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if site["type"] == "sample"]
+    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if _is_sample(site)]
     shared = set.intersection(*dim_sets) if dim_sets else set()
     return tuple(sorted(shared))
 

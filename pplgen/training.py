@@ -109,7 +109,8 @@ class Trainer:
         with checks:
             loss = self.engine(self.model, self.guide, *args, **kwargs)
         self.num_steps += 1
-        if not torch.isfinite(loss.surrogate):
+        metrics = {name: value.item() for name, value in loss.metrics.items()}
+        if not math.isfinite(loss.surrogate.item()):
             raise NonFiniteLossError(self._non_finite_message(loss))
         self.optimizer.zero_grad(set_to_none=True)
         loss.surrogate.backward()
@@ -117,7 +118,7 @@ class Trainer:
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
         self.optimizer.step()
-        return {name: value.item() for name, value in loss.metrics.items()}
+        return metrics
 
     def _non_finite_message(self, loss):
         bad = [name for name, value in loss.metrics.items() if not torch.isfinite(value).all()]
