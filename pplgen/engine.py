@@ -33,6 +33,8 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
+from pplgen.particles import guess_max_plate_nesting, sample_particles
+
 
 class Loss(NamedTuple):
     """What an engine returns: a surrogate to differentiate and named metrics."""
@@ -87,8 +89,6 @@ class ParticleEngine(Engine):
         self.max_plate_nesting = max_plate_nesting
 
     def particles(self, model, guide, args, kwargs, *, num_particles=None, detach_latents=False):
-        from pplgen.particles import guess_max_plate_nesting, sample_particles
-
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
         return sample_particles(
@@ -102,6 +102,7 @@ class ParticleEngine(Engine):
         )
 
     def check(self, model, guide, *args, **kwargs):
+        # Imported here: the checks raise this module's errors, and the registry imports the engines.
         from pplgen.checks import check_pair, check_reparameterizable
         from pplgen.inference import score_function_engines
 
