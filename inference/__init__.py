@@ -6,11 +6,19 @@ to the README's engine table.
 """
 
 from pplgen.inference.iwae import IWAE
+from pplgen.inference.nvil import NVIL
+from pplgen.inference.rws import RWS
 from pplgen.inference.svi import SVI
+from pplgen.inference.vimco import VIMCO
+from pplgen.inference.wake_sleep import WakeSleep
 
 ENGINES = {
     "svi": SVI,
     "iwae": IWAE,
+    "wake_sleep": WakeSleep,
+    "rws": RWS,
+    "nvil": NVIL,
+    "vimco": VIMCO,
 }
 
 
@@ -26,4 +34,4 @@ def score_function_engines():
     return [name for name, engine in ENGINES.items() if not engine.reparameterized]
 
 
-__all__ = ["ENGINES", "IWAE", "SVI", "get", "score_function_engines"]
+__all__ = ["ENGINES", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "score_function_engines"]

@@ -31,7 +31,7 @@ Metrics: ``loss`` (−L_K summed over the batch), ``bound`` (L_K summed),
 import torch
 
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import guide_log_density, log_mean_exp, log_weights
+from pplgen.particles import effective_sample_size, guide_log_density, log_mean_exp, log_weights
 
 ESTIMATORS = ("standard", "dreg")
 
@@ -49,11 +49,11 @@ class IWAE(ParticleEngine):
 
     def forward(self, model, guide, *args, **kwargs):
         dreg = self.estimator == "dreg"
-        particles = self.particles(model, guide, args, kwargs, detach_latents=dreg)
+        particles = self.particles(model, guide, args, kwargs, latents="model_leaves" if dreg else "pathwise")
         weights = log_weights(particles)
         bound = (weights.scale * log_mean_exp(weights.log_weights)).sum()
         normalized = torch.softmax(weights.log_weights.detach(), dim=0)
-        ess = (1.0 / normalized.pow(2).sum(0)).mean()
+        ess = effective_sample_size(weights.log_weights)
         if dreg:
             surrogate = self._dreg_surrogate(particles, weights, normalized)
             objective = bound.detach() + (surrogate - surrogate.detach())

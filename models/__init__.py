@@ -1,5 +1,6 @@
 """Model families, each a PyroModule with ``.model(...)`` and ``.guide(...)``."""
 
+from pplgen.models.sbn import HelmholtzMachine, SigmoidBeliefNet
 from pplgen.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "HelmholtzMachine", "SigmoidBeliefNet"]

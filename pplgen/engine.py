@@ -88,7 +88,7 @@ class ParticleEngine(Engine):
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
 
-    def particles(self, model, guide, args, kwargs, *, num_particles=None, detach_latents=False):
+    def particles(self, model, guide, args, kwargs, *, num_particles=None, latents="pathwise"):
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
         return sample_particles(
@@ -98,7 +98,7 @@ class ParticleEngine(Engine):
             kwargs,
             num_particles=num_particles or self.num_particles,
             max_plate_nesting=self.max_plate_nesting,
-            detach_latents=detach_latents,
+            latents=latents,
         )
 
     def check(self, model, guide, *args, **kwargs):

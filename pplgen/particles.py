@@ -19,9 +19,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 PARTICLE_PLATE = "_particles"
+
+#: How the model sees the guide's latents (``sample_particles(latents=...)``):
+#: ``"pathwise"`` as drawn, so gradients flow through reparameterized draws;
+#: ``"model_leaves"`` as detached leaves that require grad, in the model only
+#: (the guide keeps its path, as DReG needs); ``"detached"`` cut from the graph
+#: as they are drawn, in guide and model alike (score-function estimators);
+#: ``"leaves"`` cut as they are drawn but requiring grad, so autograd can tell
+#: which densities each latent reaches.
+LATENT_MODES = ("pathwise", "model_leaves", "detached", "leaves")
 
 
 @dataclass
@@ -44,7 +54,7 @@ class Particles:
         return [
             site
             for site in trace.nodes.values()
-            if _is_sample(site) and (observed is None or site["is_observed"] == observed)
+            if is_sample_site(site) and (observed is None or site["is_observed"] == observed)
         ]
 
     def reduce(self, log_prob):
@@ -84,26 +94,48 @@ def guess_max_plate_nesting(model, guide, args, kwargs):
         -frame.dim
         for trace in (guide_trace, model_trace)
         for site in trace.nodes.values()
-        if _is_sample(site)
+        if is_sample_site(site)
         for frame in site["cond_indep_stack"]
         if frame.vectorized and frame.dim is not None
     ]
     return max(dims, default=0)
 
 
-def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nesting, detach_latents=False):
+class DetachLatents(Messenger):
+    """Cuts each latent from the autograd graph as it is drawn.
+
+    Placed *outside* ``poutine.trace``, so the trace and everything the program
+    computes from the draw see the detached value. With ``requires_grad`` the
+    detached value is a fresh leaf that requires grad (floating-point draws only).
+    """
+
+    def __init__(self, requires_grad=False):
+        super().__init__()
+        self.requires_grad = requires_grad
+
+    def _pyro_post_sample(self, msg):
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        value = msg["value"].detach()
+        msg["value"] = value.requires_grad_() if self.requires_grad and value.is_floating_point() else value
+
+
+def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nesting, latents="pathwise"):
     """Run the guide and the model on K vectorized particles.
 
-    With ``detach_latents`` the model scores detached leaf copies of the guide's
-    latents (each with ``requires_grad``), so an engine can take gradients of
-    the model's density with respect to the latents alone.
+    ``latents`` (one of :data:`LATENT_MODES`) says how gradients may flow
+    through the guide's draws.
     """
+    if latents not in LATENT_MODES:
+        raise ValueError(f"latents must be one of {LATENT_MODES}, got {latents!r}")
     particle_dim = -max_plate_nesting - 1
     # One particle needs no plate: its log-densities get the particle dim in ``reduce``.
     particle_plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim) if num_particles > 1 else nullcontext()
+    cut = DetachLatents(requires_grad=latents == "leaves") if latents in ("detached", "leaves") else nullcontext()
     with particle_plate:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replayed = _detached_leaves(guide_trace) if detach_latents else guide_trace
+        with cut:
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        replayed = _detached_leaves(guide_trace) if latents == "model_leaves" else guide_trace
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
     return Particles(guide_trace, model_trace, num_particles, particle_dim, _shared_plate_dims(guide_trace, model_trace))
 
@@ -129,6 +161,11 @@ def log_weights(particles, *, detach_guide_params=False):
 def model_log_density(particles):
     """log p(x, z_k), shape ``(K, *factor_sizes)``."""
     return sum(particles.reduce(site_log_prob(s)) for s in particles.sites(particles.model_trace))
+
+
+def site_log_densities(particles, trace):
+    """``{site name: log-density}`` of every sample site of ``trace``, each ``(K, *factor_sizes)``."""
+    return {site["name"]: particles.reduce(site_log_prob(site)) for site in particles.sites(trace)}
 
 
 def guide_log_density(particles, *, detach_params=False):
@@ -158,6 +195,29 @@ def log_mean_exp(log_values, dim=0):
     """log (1/K) Σ_k exp(v_k), stable."""
     count = torch.tensor(float(log_values.shape[dim]), device=log_values.device, dtype=log_values.dtype)
     return torch.logsumexp(log_values, dim=dim) - count.log()
+
+
+def effective_sample_size(log_weights):
+    """1 / Σ_k w̃_k² of the self-normalized weights (particles along dim 0), averaged over factors."""
+    normalized = torch.softmax(log_weights.detach(), dim=0)
+    return (1.0 / normalized.pow(2).sum(0)).mean()
+
+
+def leave_one_out_log_mean_exp(log_values):
+    """For each k, log (1/K) Σ_j exp(v_j) with v_k replaced by the mean of the others.
+
+    The geometric mean of the other weights stands in for w_k (Mnih & Rezende
+    2016), so the result does not depend on particle k. Dim 0 holds the K ≥ 2
+    particles; the result has the input's shape.
+    """
+    count = log_values.shape[0]
+    if count < 2:
+        raise ValueError(f"the leave-one-out estimate needs at least 2 particles, got {count}")
+    others_mean = (log_values.sum(0, keepdim=True) - log_values) / (count - 1)
+    # Row k of ``swapped`` is v with its k-th entry replaced by the mean of the others.
+    eye = torch.eye(count, dtype=torch.bool, device=log_values.device).reshape(count, count, *[1] * (log_values.dim() - 1))
+    swapped = torch.where(eye, others_mean.unsqueeze(1), log_values.unsqueeze(0))
+    return log_mean_exp(swapped, dim=1)
 
 
 _ALTERNATIVE_PARAMETERS = (("logits", "probs"), ("scale_tril", "covariance_matrix", "precision_matrix"))
@@ -203,7 +263,7 @@ def _detached_leaves(trace):
     return copy
 
 
-def _is_sample(site):
+def is_sample_site(site):
     """A sample site of the program (not the index draw a plate records)."""
     return site["type"] == "sample" and not site_is_subsample(site)
 
@@ -217,7 +277,7 @@ def _plate_dims(site):
 
 
 def _shared_plate_dims(*traces):
-    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if _is_sample(site)]
+    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
     shared = set.intersection(*dim_sets) if dim_sets else set()
     return tuple(sorted(shared))
 

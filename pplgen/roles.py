@@ -32,7 +32,7 @@ def parameter_roles(model, guide, engine, args, kwargs):
     max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     with poutine.trace(param_only=True) as param_capture:
         particles = sample_particles(
-            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, detach_latents=True
+            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="model_leaves"
         )
     store_params = {
         name: site["value"].unconstrained() for name, site in param_capture.trace.nodes.items()

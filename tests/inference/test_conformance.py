@@ -22,6 +22,12 @@ ROWS = [
     ("svi", {"stl": True}),
     ("iwae", {"num_particles": 4}),
     ("iwae", {"num_particles": 4, "estimator": "dreg"}),
+    ("wake_sleep", {}),
+    ("rws", {"num_particles": 4}),
+    ("rws", {"num_particles": 3, "phi": "both"}),
+    ("nvil", {}),
+    ("nvil", {"baseline": None, "normalize": False, "local_signals": False}),
+    ("vimco", {"num_particles": 3}),
 ]
 IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in ROWS]
 
@@ -124,6 +130,12 @@ def test_detached_guide_estimators_refuse_dependent_guide_sites(name, options, f
         ("iwae", {"estimator": "doubly"}, "estimator must be one of"),
         ("iwae", {"max_plate_nesting": -1}, "max_plate_nesting must be"),
         ("vimco2", {}, "unknown engine .vimco2.; registered engines: "),
+        ("vimco", {"num_particles": 1}, "vimco needs num_particles >= 2"),
+        ("rws", {"phi": "dream"}, "phi must be one of"),
+        ("rws", {"data_arguments": ["x"]}, "data_arguments must map observed site names"),
+        ("wake_sleep", {"data_arguments": {"x": 1.5}}, "data_arguments must map observed site names"),
+        ("nvil", {"baseline": 100}, "baseline must be a sequence of hidden layer sizes"),
+        ("nvil", {"decay": 1.0}, "decay must be in"),
     ],
 )
 def test_bad_options_are_named(name, options, message):

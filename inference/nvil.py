@@ -1,0 +1,243 @@
+"""``nvil``: neural variational inference and learning, score-function gradients with control variates.
+
+Mnih & Gregor (2014), "Neural Variational Inference and Learning in Belief
+Networks". With z ~ q_φ(z | x) drawn without a path derivative and the
+learning signal l(x, z) = log p_θ(x, z) − log q_φ(z | x)::
+
+    ∇φ ELBO = E_q[(l(x, z) − b) ∇φ log q_φ(z | x)]       for any b not depending on z
+
+θ gets ∇θ log p_θ(x, z). For each guide site s (a layer of a layered guide)
+the signal is
+
+    l_s = (l_s^local − c_s − C_ψ(x)_s) / max(1, √v_s)
+
+* ``local_signals``: l_s^local keeps only the terms of log p − log q that z_s
+  or the latents drawn from it can move (found by autograd, see
+  :mod:`pplgen.dependencies`); the others have zero covariance with its score.
+* ``baseline``: C_ψ(x), an MLP of the observed data with one output per
+  guide site, owned by this engine and fitted by squared error to
+  l_s^local − c_s inside the same surrogate (ψ gets only that gradient).
+* ``normalize``: c_s and v_s are running mean and variance of
+  l_s^local − C_ψ(x)_s (buffers, momentum ``decay``), so the signal is
+  centred and its scale kept near 1. Both are frozen in ``eval()`` mode.
+
+None of these changes the expected direction of ∇φ: the baseline and c_s
+do not depend on z, and the division rescales it by a positive constant.
+With ``baseline=None, normalize=False, local_signals=False`` the engine is
+plain REINFORCE.
+
+Cost per step: one guide pass and one model pass over K × batch particles,
+plus the baseline MLP; the first call traces the program once more to find
+the local signals.
+
+Example::
+
+    sbn = pplgen.models.SigmoidBeliefNet(layers=(200, 200))
+    engine = pplgen.inference.get("nvil", baseline=(100,))
+    loss = engine(sbn.model, sbn.guide, x)
+
+Metrics: ``loss`` (−ELBO of the batch), ``elbo``, ``baseline_loss``
+(the baseline's squared error, summed over batch and sites).
+"""
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
+from pplgen.dependencies import downstream_sites
+from pplgen.engine import Loss, ParticleEngine
+from pplgen.particles import site_log_densities
+
+
+class NVIL(ParticleEngine):
+    name = "nvil"
+    metric_names = ("loss", "elbo", "baseline_loss")
+    reparameterized = False
+
+    def __init__(
+        self,
+        num_particles=1,
+        *,
+        baseline=(100,),
+        normalize=True,
+        local_signals=True,
+        decay=0.8,
+        max_plate_nesting=None,
+    ):
+        super().__init__(num_particles, max_plate_nesting)
+        if baseline is not None and not (
+            isinstance(baseline, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in baseline)
+        ):
+            raise ValueError(f"baseline must be a sequence of hidden layer sizes (e.g. (100,)) or None, got {baseline!r}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        self.baseline = SignalBaseline(tuple(baseline)) if baseline is not None else None
+        self.moments = RunningMoments(decay) if normalize else None
+        self.local_signals = bool(local_signals)
+        self.decay = float(decay)
+        self._downstream = None
+
+    def forward(self, model, guide, *args, **kwargs):
+        particles = self.particles(model, guide, args, kwargs, latents="detached")
+        model_terms = site_log_densities(particles, particles.model_trace)
+        guide_terms = site_log_densities(particles, particles.guide_trace)
+        scale = particles.model_trace.nodes[next(iter(model_terms))]["scale"]
+        log_p, log_q = sum(model_terms.values()), sum(guide_terms.values())
+        elbo = (scale * (log_p - log_q)).sum() / particles.num_particles
+
+        signals = torch.stack(self._signals(model, guide, args, kwargs, model_terms, guide_terms)).detach()
+        centred, baseline_loss = self._centre(signals, particles)
+        score = sum(s * q for s, q in zip(centred, guide_terms.values()))
+        estimator = (scale * (log_p + score)).sum() / particles.num_particles
+        surrogate = -elbo.detach() - (estimator - estimator.detach()) + (baseline_loss - baseline_loss.detach())
+        return Loss(surrogate, {"loss": -elbo.detach(), "elbo": elbo.detach(), "baseline_loss": baseline_loss.detach()})
+
+    def _signals(self, model, guide, args, kwargs, model_terms, guide_terms):
+        """One learning signal per guide site, each ``(K, *factor_sizes)``."""
+        total = sum(model_terms.values()) - sum(guide_terms.values())
+        if not self.local_signals:
+            return [total] * len(guide_terms)
+        downstream = self._downstream_sites(model, guide, args, kwargs, model_terms, guide_terms)
+        return [
+            sum(model_terms[n] for n in downstream.model[s]) - sum(guide_terms[n] for n in downstream.guide[s])
+            for s in guide_terms
+        ]
+
+    def _downstream_sites(self, model, guide, args, kwargs, model_terms, guide_terms):
+        """Found once per program structure (its site names) and kept."""
+        structure = (tuple(model_terms), tuple(guide_terms))
+        if self._downstream is None or self._downstream[0] != structure:
+            self._downstream = (structure, downstream_sites(model, guide, args, kwargs, max_plate_nesting=self.max_plate_nesting))
+        return self._downstream[1]
+
+    def _centre(self, signals, particles):
+        """Signals minus baseline and running mean, over the running std; and the baseline's loss.
+
+        ``signals`` has shape ``(sites, K, *factor_sizes)``.
+        """
+        if self.baseline is not None:
+            features = observed_features(particles, signals.shape[2:]).to(signals.dtype)
+            baseline = self.baseline(features, signals.shape[0]).movedim(-1, 0).unsqueeze(1)
+        else:
+            baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
+        residual = signals - baseline.detach()
+        mean, std = self.moments(residual) if self.moments is not None else (0.0, 1.0)
+        baseline_loss = (signals - mean - baseline).pow(2).sum() / particles.num_particles
+        return (residual - mean) / std, baseline_loss
+
+    def check(self, model, guide, *args, **kwargs):
+        """Also builds the baseline and the running statistics for this program (their sizes are its sizes)."""
+        particles = super().check(model, guide, *args, **kwargs)
+        log_q = site_log_densities(particles, particles.guide_trace)
+        signals = torch.stack(list(log_q.values())).detach()
+        if self.baseline is not None:
+            self.baseline.initialize_parameters(observed_features(particles, signals.shape[2:]), signals.shape[0])
+        if self.moments is not None:
+            self.moments.initialize_parameters(signals)
+        return particles
+
+    def options(self):
+        return {
+            **super().options(),
+            "baseline": None if self.baseline is None else self.baseline.hidden,
+            "normalize": self.moments is not None,
+            "local_signals": self.local_signals,
+            "decay": self.decay,
+        }
+
+
+class SignalBaseline(LazyModuleMixin, nn.Module):
+    """C_ψ(x): a tanh MLP from the observed data of a datum to one baseline per guide site.
+
+    Its input and output sizes are those of the first program it meets (a
+    lazy module: ``state_dict`` loads into a fresh one).
+    """
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.hidden = hidden
+        for i in range(len(hidden) + 1):
+            self.register_parameter(f"weight{i}", UninitializedParameter())
+            self.register_parameter(f"bias{i}", UninitializedParameter())
+
+    def initialize_parameters(self, features, num_sites):
+        if not self.has_uninitialized_params():
+            return
+        sizes = (features.shape[-1], *self.hidden, num_sites)
+        options = {"device": features.device, "dtype": features.dtype}
+        with torch.no_grad():
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layer = nn.Linear(n_in, n_out, **options)
+                for name, initial in ((f"weight{i}", layer.weight), (f"bias{i}", layer.bias)):
+                    getattr(self, name).materialize(initial.shape, **options)
+                    getattr(self, name).copy_(initial)
+
+    def forward(self, features, num_sites):
+        expected = (self.weight0.shape[1], getattr(self, f"bias{len(self.hidden)}").shape[0])
+        if (features.shape[-1], num_sites) != expected:
+            raise ValueError(
+                f"nvil's baseline was built for {expected[0]} observed values and {expected[1]} guide sites, "
+                f"got {features.shape[-1]} and {num_sites}; use a fresh engine for a different program."
+            )
+        h = features
+        for i in range(len(self.hidden) + 1):
+            h = nn.functional.linear(h, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"))
+            if i < len(self.hidden):
+                h = torch.tanh(h)
+        return h
+
+
+class RunningMoments(LazyModuleMixin, nn.Module):
+    """Running mean and variance of each site's learning signal (buffers, one entry per site).
+
+    Updated by every call in training mode with momentum ``decay``; frozen in
+    ``eval()`` mode. Returns the mean and max(1, std), shaped to broadcast
+    against ``(sites, K, *factor_sizes)``.
+    """
+
+    def __init__(self, decay):
+        super().__init__()
+        self.decay = float(decay)
+        self.register_buffer("mean", UninitializedBuffer())
+        self.register_buffer("var", UninitializedBuffer())
+
+    def initialize_parameters(self, residual):
+        if not self.has_uninitialized_params():
+            return
+        self.mean.materialize((residual.shape[0],), device=residual.device, dtype=residual.dtype)
+        self.var.materialize((residual.shape[0],), device=residual.device, dtype=residual.dtype)
+        with torch.no_grad():
+            self.mean.zero_()
+            self.var.fill_(1.0)
+
+    def forward(self, residual):
+        if residual.shape[0] != self.mean.shape[0]:
+            raise ValueError(
+                f"nvil keeps signal statistics for {self.mean.shape[0]} guide sites but this guide has "
+                f"{residual.shape[0]}; use a fresh engine for a different program."
+            )
+        if self.training:
+            with torch.no_grad():
+                dims = tuple(range(1, residual.dim()))
+                self.mean.lerp_(residual.mean(dims), 1 - self.decay)
+                self.var.lerp_(residual.var(dims, unbiased=False), 1 - self.decay)
+        shape = (-1, *[1] * (residual.dim() - 1))
+        return self.mean.reshape(shape), self.var.sqrt().clamp(min=1.0).reshape(shape)
+
+
+def observed_features(particles, factor_shape):
+    """The observed values of each factor (datum) as one flat vector, ``(*factor_shape, features)``."""
+    nesting = -particles.particle_dim - 1
+    features = []
+    for site in particles.sites(particles.model_trace, observed=True):
+        value = site["value"].detach()
+        batch_ndim = value.dim() - site["fn"].event_dim
+        if batch_ndim > nesting:  # a per-particle observation: every particle observes the same value
+            value = value[(0,) * (batch_ndim - nesting)]
+        value = value.reshape((1,) * (nesting - min(batch_ndim, nesting)) + value.shape)
+        factor_positions = [nesting + d for d in particles.factor_dims]
+        value = value.movedim(factor_positions, list(range(len(factor_positions))))
+        value = value.expand(*factor_shape, *value.shape[len(factor_positions) :])
+        features.append(value.reshape(*factor_shape, -1))
+    return torch.cat(features, dim=-1).to(torch.get_default_dtype() if not features[0].is_floating_point() else features[0].dtype)

@@ -1,0 +1,59 @@
+"""``wake_sleep``: the wake-sleep algorithm.
+
+Hinton, Dayan, Frey & Neal (1995), "The wake-sleep algorithm for unsupervised
+neural networks". Two phases, each a maximum-likelihood step on samples of
+the other network::
+
+    wake:   θ ← ∇θ log p_θ(x, z),        z ~ q_φ(z | x), detached
+    sleep:  φ ← ∇φ log q_φ(z̃ | x̃),       (z̃, x̃) ~ p_θ(z, x), detached
+
+The sleep phase dreams: the model runs with its observations removed and
+the dreamed x̃ takes the data argument's place when the guide is scored
+(:mod:`pplgen.dreams`; pass ``data_arguments`` where the argument cannot be
+found). Neither phase follows the gradient of a single objective; the value
+reported is the ELBO at the wake sample.
+
+Cost per step: one guide pass and one model pass over K × batch particles
+(wake), one model pass and one guide pass over the batch (sleep).
+
+Example::
+
+    machine = pplgen.models.HelmholtzMachine(layers=(200, 200))
+    engine = pplgen.inference.get("wake_sleep")
+    loss = engine(machine.model, machine.guide, x)
+
+Metrics: ``loss`` (−ELBO of the batch at the wake sample), ``elbo``,
+``sleep_log_q`` (Σ log q(z̃ | x̃) over the dreamed batch).
+"""
+
+from pplgen.dreams import check_data_arguments, dream, sleep_log_density
+from pplgen.engine import Loss, ParticleEngine
+from pplgen.particles import log_weights
+
+
+class WakeSleep(ParticleEngine):
+    name = "wake_sleep"
+    metric_names = ("loss", "elbo", "sleep_log_q")
+    reparameterized = False
+
+    def __init__(self, num_particles=1, *, data_arguments=None, max_plate_nesting=None):
+        super().__init__(num_particles, max_plate_nesting)
+        self.data_arguments = check_data_arguments(data_arguments)
+
+    def forward(self, model, guide, *args, **kwargs):
+        particles = self.particles(model, guide, args, kwargs, latents="detached")
+        weights = log_weights(particles)
+        elbo = (weights.scale * weights.log_weights).sum() / particles.num_particles
+        wake = (weights.scale * weights.model).sum() / particles.num_particles
+        sleep = sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
+        estimator = wake + sleep
+        surrogate = -elbo.detach() - (estimator - estimator.detach())
+        return Loss(surrogate, {"loss": -elbo.detach(), "elbo": elbo.detach(), "sleep_log_q": sleep.detach()})
+
+    def check(self, model, guide, *args, **kwargs):
+        particles = super().check(model, guide, *args, **kwargs)
+        sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
+        return particles
+
+    def options(self):
+        return {**super().options(), "data_arguments": self.data_arguments}

@@ -1,0 +1,68 @@
+"""Which log-density terms each guide latent can move: local learning signals.
+
+A score-function estimator multiplies the score ∇φ log q(z_s | ·) of a guide
+site s by a learning signal. Any term of log p(x, z) − log q(z | x) that is a
+function of latents that are not *descendants* of z_s in the guide has zero
+covariance with that score (a node is independent of its non-descendants
+given its parents), so it can be dropped without bias. What is left is the
+site's local learning signal, the Rao–Blackwellization NVIL's per-layer
+signals (Mnih & Gregor 2014, §3.3) and Pyro's ``TraceGraph_ELBO`` use.
+
+The dependencies are found from the program itself, once, by autograd: the
+guide runs with every latent drawn as a fresh leaf that requires grad, the
+model replays them, and a density depends on a latent when autograd connects
+the two. Latents that cannot carry gradients (integer-valued draws) are
+conservatively taken to reach every term.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from pplgen.particles import sample_particles, site_log_prob
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """For each guide site, the model sites and guide sites in its local learning signal."""
+
+    model: dict[str, frozenset]
+    guide: dict[str, frozenset]
+
+
+def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
+    """The terms each guide site's score must be multiplied by (see the module docs)."""
+    particles = sample_particles(
+        model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
+    )
+    guide_sites = particles.sites(particles.guide_trace)
+    model_sites = particles.sites(particles.model_trace)
+    latents = [site["name"] for site in guide_sites]
+    leaves = {site["name"]: site["value"] for site in guide_sites if site["value"].requires_grad}
+    opaque = set(latents) - set(leaves)
+    model_reads = {site["name"]: _reads(site, leaves) | opaque for site in model_sites}
+    guide_reads = {site["name"]: _reads(site, leaves) | opaque | {site["name"]} for site in guide_sites}
+    descendants = _descendants(latents, guide_reads)
+    return Downstream(
+        model={s: frozenset(n for n, reads in model_reads.items() if reads & descendants[s]) for s in latents},
+        guide={s: frozenset(n for n, reads in guide_reads.items() if reads & descendants[s]) for s in latents},
+    )
+
+
+def _reads(site, leaves):
+    """Names of the latents whose values the site's log-density is a function of."""
+    log_prob = site_log_prob(site)
+    if not log_prob.requires_grad or not leaves:
+        return set()
+    grads = torch.autograd.grad(log_prob.sum(), list(leaves.values()), allow_unused=True, retain_graph=True)
+    return {name for name, grad in zip(leaves, grads) if grad is not None}
+
+
+def _descendants(latents, guide_reads):
+    """Each guide latent with every guide latent drawn from it, directly or not (guide order is topological)."""
+    descendants = {s: {s} for s in latents}
+    for position, site in enumerate(latents):
+        for later in latents[position + 1 :]:
+            if guide_reads[later] & descendants[site]:
+                descendants[site].add(later)
+    return descendants

@@ -1,0 +1,129 @@
+"""Dreaming: run the model with its observations removed and hand the dream to the guide.
+
+Wake-sleep and reweighted wake-sleep train the guide in a *sleep* phase on
+pairs (z̃, x̃) ~ p(z, x) drawn from the model itself. A pplgen program receives
+its data as an argument and observes it with ``obs=``; a dream is that program
+run under ``poutine.uncondition``, and the dreamed x̃ then replaces the data
+argument when the guide is scored::
+
+    dreamed = dream(model, (x,), {})
+    log_q = sleep_log_density(guide, dreamed)   # Σ scale · log q(z̃ | x̃)
+
+Which argument an observed site reads is found by identity (the model passes
+the argument, or a reshape of it, to ``obs=``); where that is ambiguous or
+impossible, engines take ``data_arguments={"x": 0}`` (a position) or
+``{"x": "images"}`` (a keyword).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+
+from pplgen.particles import DetachLatents, is_sample_site, site_log_prob
+
+
+@dataclass
+class Dream:
+    """A model trace drawn with observations removed (values detached) and the
+    arguments the guide receives in its place."""
+
+    trace: poutine.Trace
+    args: tuple
+    kwargs: dict
+
+
+def dream(model, args, kwargs, *, data_arguments=None):
+    """Draw (z̃, x̃) from the model; put x̃ where the real data were."""
+    with DetachLatents():
+        trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
+    observed = {
+        name: site for name, site in trace.nodes.items() if is_sample_site(site) and site["infer"].get("was_observed")
+    }
+    if not observed:
+        raise ValueError("the model observes no site (no obs=), so there is nothing to dream")
+    mapping = dict(data_arguments) if data_arguments is not None else find_data_arguments(observed, args, kwargs)
+    args, kwargs = list(args), dict(kwargs)
+    for name, key in mapping.items():
+        if name not in observed:
+            raise ValueError(
+                f"data_arguments names site '{name}', which the model does not observe; "
+                f"observed sites: {sorted(observed)}"
+            )
+        site = observed[name]
+        argument = _argument(args, kwargs, key, name)
+        if argument.numel() != site["value"].numel():
+            raise ValueError(
+                f"site '{name}' observes {tuple(site['infer']['obs'].shape)} values but argument {key!r} has shape "
+                f"{tuple(argument.shape)}: dreaming needs the model to observe the whole argument, so subsample "
+                "outside the program (pass mini-batches) when an engine dreams."
+            )
+        dreamed = site["value"].reshape(argument.shape).to(argument.dtype)
+        if isinstance(key, int):
+            args[key] = dreamed
+        else:
+            kwargs[key] = dreamed
+    return Dream(trace, tuple(args), kwargs)
+
+
+def sleep_log_density(guide, dreamed):
+    """Σ over guide sites of scale · log q(z̃ | x̃) at a dream: the sleep-phase objective."""
+    guide_trace = poutine.trace(poutine.replay(guide, trace=dreamed.trace)).get_trace(*dreamed.args, **dreamed.kwargs)
+    return sum(
+        site["scale"] * site_log_prob(site).sum() for site in guide_trace.nodes.values() if is_sample_site(site)
+    )
+
+
+def find_data_arguments(observed, args, kwargs):
+    """``{observed site: argument position or keyword}``, where the observed value is that argument."""
+    candidates = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
+    candidates = [(key, a) for key, a in candidates if isinstance(a, torch.Tensor)]
+    mapping = {}
+    for name, site in observed.items():
+        obs = site["infer"]["obs"]
+        matches = [key for key, argument in candidates if _holds(argument, obs)]
+        if len(matches) != 1:
+            found = "several arguments hold it" if matches else "no argument holds it unchanged"
+            raise ValueError(
+                f"cannot tell which model argument holds the data observed at site '{name}' ({found}); "
+                f"pass data_arguments={{'{name}': 0}} (its position) or {{'{name}': 'keyword'}} to the engine."
+            )
+        mapping[name] = matches[0]
+    keys = list(mapping.values())
+    if len(set(keys)) != len(keys):
+        raise ValueError(
+            f"observed sites {sorted(mapping)} all read the same argument; pass data_arguments explicitly."
+        )
+    return mapping
+
+
+def _holds(argument, obs):
+    if argument is obs:
+        return True
+    return argument.numel() == obs.numel() and torch.equal(argument.reshape(obs.shape), obs)
+
+
+def _argument(args, kwargs, key, name):
+    if isinstance(key, int) and 0 <= key < len(args):
+        return args[key]
+    if isinstance(key, str) and key in kwargs:
+        return kwargs[key]
+    raise ValueError(
+        f"data_arguments maps site '{name}' to {key!r}, but the model received {len(args)} positional "
+        f"arguments and keywords {sorted(kwargs)}"
+    )
+
+
+def check_data_arguments(data_arguments):
+    """Validate an engine's ``data_arguments`` option: ``None`` or ``{site: position or keyword}``."""
+    if data_arguments is None:
+        return None
+    if not isinstance(data_arguments, dict) or not all(
+        isinstance(site, str) and isinstance(key, (int, str)) and not isinstance(key, bool)
+        for site, key in data_arguments.items()
+    ):
+        raise ValueError(
+            "data_arguments must map observed site names to argument positions or keywords, "
+            f"e.g. {{'x': 0}}; got {data_arguments!r}"
+        )
+    return dict(data_arguments)
