@@ -31,10 +31,16 @@ class Downstream:
 
 
 def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
-    """The terms each guide site's score must be multiplied by (see the module docs)."""
-    particles = sample_particles(
-        model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
-    )
+    """The terms each guide site's score must be multiplied by (see the module docs).
+
+    Leaves the random number generators as it found them, so finding the
+    structure mid-run (after a resume) does not change the draws that follow.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        particles = sample_particles(
+            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
+        )
     guide_sites = particles.sites(particles.guide_trace)
     model_sites = particles.sites(particles.model_trace)
     latents = [site["name"] for site in guide_sites]

@@ -54,7 +54,7 @@ def dream(model, args, kwargs, *, data_arguments=None):
         argument = _argument(args, kwargs, key, name)
         if argument.numel() != site["value"].numel():
             raise ValueError(
-                f"site '{name}' observes {tuple(site['infer']['obs'].shape)} values but argument {key!r} has shape "
+                f"site '{name}' observes values of shape {tuple(site['infer']['obs'].shape)} but argument {key!r} has shape "
                 f"{tuple(argument.shape)}: dreaming needs the model to observe the whole argument, so subsample "
                 "outside the program (pass mini-batches) when an engine dreams."
             )
