@@ -115,3 +115,30 @@ def _save(figure, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_gradient_variance(results, path, *, title="gradient estimators"):
+    """Bar charts of variance and SNR per parameter group, one bar per labelled result.
+
+    ``results`` maps a label (e.g. an engine name) to a
+    :class:`~pplgen.diagnostics.GradientVariance`.
+    """
+    labels = list(results)
+    groups = sorted({group for result in results.values() for group in result.groups})
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        stats = results[label].groups
+        positions = np.arange(len(groups)) + i * width
+        for axis, field in zip(axes, ("variance", "snr")):
+            values = [getattr(stats[g], field).item() if g in stats else np.nan for g in groups]
+            axis.bar(positions, values, width, label=label)
+    for axis, name in zip(axes, ("mean per-coordinate variance", "mean per-coordinate SNR")):
+        axis.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+        axis.set_yscale("log")
+        axis.set_title(name)
+    axes[0].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

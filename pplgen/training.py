@@ -220,7 +220,7 @@ def fit(
     :param validate_every_step: see :class:`Trainer`.
     """
     model, guide = model_and_guide(model, guide)
-    engine = _resolve_engine(engine)
+    engine = resolve_engine(engine)
     if epochs is None and steps is None:
         raise ValueError("give epochs=... or steps=... (how long to train)")
     for name, value in [("epochs", epochs), ("steps", steps)]:
@@ -396,7 +396,8 @@ def _learning_rates(lr):
     return {role: float(lr) for role in ROLES}
 
 
-def _resolve_engine(engine):
+def resolve_engine(engine):
+    """An engine instance, or the registry's engine of that name."""
     if isinstance(engine, Engine):
         return engine
     if isinstance(engine, str):
