@@ -47,7 +47,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from pplgen.dependencies import downstream_sites
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import site_log_densities
+from pplgen.particles import common_scale, site_log_densities
 
 
 class NVIL(ParticleEngine):
@@ -82,7 +82,7 @@ class NVIL(ParticleEngine):
         particles = self.particles(model, guide, args, kwargs, latents="detached")
         model_terms = site_log_densities(particles, particles.model_trace)
         guide_terms = site_log_densities(particles, particles.guide_trace)
-        scale = particles.model_trace.nodes[next(iter(model_terms))]["scale"]
+        scale = common_scale(particles)
         log_p, log_q = sum(model_terms.values()), sum(guide_terms.values())
         elbo = (scale * (log_p - log_q)).sum() / particles.num_particles
 
