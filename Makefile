@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   — create .venv, install, train on the embedded MNIST digits
+#   make demo   — create .venv, install, train a VAE and a sigmoid belief net on the embedded MNIST digits
 #   make test   — create .venv, install, run the default test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/pplgen fit vae --engine svi --data mnist --epochs 20 --out runs/vae-svi
 	$(BIN)/pplgen fit vae --engine iwae --particles 5 --estimator dreg --data mnist --epochs 20 --out runs/vae-iwae
+	$(BIN)/pplgen fit sbn --engine vimco --particles 5 --layers 200 --data mnist --epochs 50 --eval-every 10 --out runs/sbn-vimco
 
 test: setup
 	$(BIN)/python -m pytest -q

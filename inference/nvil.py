@@ -46,7 +46,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from pplgen.dependencies import downstream_sites
-from pplgen.engine import Loss, ParticleEngine
+from pplgen.engine import Loss, ParticleEngine, UnsupportedModelError
 from pplgen.particles import common_scale, site_log_densities
 
 
@@ -240,4 +240,9 @@ def observed_features(particles, factor_shape):
         value = value.movedim(factor_positions, list(range(len(factor_positions))))
         value = value.expand(*factor_shape, *value.shape[len(factor_positions) :])
         features.append(value.reshape(*factor_shape, -1))
+    if not features:
+        raise UnsupportedModelError(
+            "nvil's baseline is a function of the observed data, but the model observes no site (no obs=); "
+            "use baseline=None."
+        )
     return torch.cat(features, dim=-1).to(torch.get_default_dtype() if not features[0].is_floating_point() else features[0].dtype)

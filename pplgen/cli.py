@@ -4,6 +4,8 @@
 
     pplgen fit vae --engine svi --data mnist --epochs 20
     pplgen fit vae --engine iwae --particles 5 --estimator dreg --data binarized-mnist --root DATA
+    pplgen fit sbn --engine vimco --particles 5 --layers 200,200 --data binarized-mnist --root PATH
+    pplgen fit helmholtz --engine wake_sleep
     python -m pplgen fit --help
 
 ``pplgen fit`` trains one model family with one engine, estimates the
@@ -17,8 +19,16 @@ writes a run folder (default ``runs/<model>-<engine>-<data>``)::
     reconstructions.png   test images (odd rows) above their reconstructions
     checkpoint.pt         the state ``--resume`` continues from
 
-A model family is one entry of :data:`MODELS`; an engine option is one entry
-of :data:`ENGINE_OPTIONS`, passed only to engines whose constructor takes it.
+A model family is one entry of :data:`MODELS`, with its own model options
+(``--latent``/``--hidden`` for ``vae``, ``--layers`` for ``sbn`` and
+``helmholtz``, ``--nonlinear`` for ``sbn``) and the engine it trains with
+when ``--engine`` is not given (``svi`` for ``vae``; ``vimco`` for ``sbn`` and
+``wake_sleep`` for ``helmholtz``, whose binary latents ``svi`` cannot
+differentiate through). An engine option is one entry of
+:data:`ENGINE_OPTIONS`, passed only to engines whose constructor takes it; a
+model or engine option given to a model or engine that does not take it is
+an error that names it.
+
 Mistakes in the input (an unknown option, a missing data file, a model an
 engine cannot train, a diverging run) end with one line ``pplgen: error:
 ...`` on stderr and exit status 2.
@@ -49,12 +59,23 @@ DEFAULT_EPOCHS = 10
 PERIODIC_EVAL_SAMPLES = 100
 #: The values of ``--binarize`` and what :func:`pplgen.data.load` receives for each.
 BINARIZE = {"threshold": "threshold", "stochastic": "stochastic", "none": None}
-#: Command-line option (argparse ``dest``) -> engine constructor argument.
+#: Command-line option -> engine constructor argument (also its argparse ``dest``).
 ENGINE_OPTIONS = {
-    "particles": "num_particles",
-    "estimator": "estimator",
-    "stl": "stl",
-    "analytic_kl": "analytic_kl",
+    "--particles": "num_particles",
+    "--estimator": "estimator",
+    "--stl": "stl",
+    "--analytic-kl": "analytic_kl",
+    "--phi": "phi",
+    "--baseline": "baseline",
+    "--no-normalize": "normalize",
+    "--no-local-signals": "local_signals",
+}
+#: Command-line option -> model constructor argument (also its argparse ``dest``).
+MODEL_OPTIONS = {
+    "--latent": "latent_dim",
+    "--hidden": "hidden",
+    "--layers": "layers",
+    "--nonlinear": "nonlinear",
 }
 #: Exceptions that report a mistake in the input rather than a bug.
 USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnsupportedModelError, NonFiniteLossError)
@@ -64,23 +85,55 @@ USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnsupportedModelError
 class ModelFamily:
     """How ``pplgen fit`` builds one model family.
 
-    ``build(args, data_dim)`` returns a module with ``.model``, ``.guide``,
-    ``.sample(n)`` and ``.reconstruct(x)``; ``binary`` says its likelihood
-    needs binary data, so grey levels are binarized unless told otherwise.
+    ``build(data_dim, **options)`` returns a module with ``.model``,
+    ``.guide``, ``.sample(n)`` and ``.reconstruct(x)``; ``options`` are the
+    constructor arguments of :data:`MODEL_OPTIONS` the family takes, with
+    their defaults (any other model option is refused). ``binary`` says its
+    likelihood needs binary data, so grey levels are binarized unless told
+    otherwise; ``engine`` is the engine used when ``--engine`` is not given.
     """
 
     build: Callable
     binary: bool
     description: str
+    engine: str
+    options: dict
 
 
-def _vae(args, data_dim):
-    """``pplgen.models.VAE`` with the command line's ``--latent`` and ``--hidden``."""
-    return models.VAE(data_dim=data_dim, latent_dim=args.latent, hidden=args.hidden)
+def _vae(data_dim, **options):
+    return models.VAE(data_dim=data_dim, **options)
+
+
+def _sbn(data_dim, **options):
+    return models.SigmoidBeliefNet(observed=data_dim, **options)
+
+
+def _helmholtz(data_dim, **options):
+    return models.HelmholtzMachine(observed=data_dim, **options)
 
 
 MODELS = {
-    "vae": ModelFamily(_vae, binary=True, description="variational autoencoder, Gaussian z, Bernoulli pixels"),
+    "vae": ModelFamily(
+        _vae,
+        binary=True,
+        description="variational autoencoder, Gaussian z, Bernoulli pixels",
+        engine="svi",
+        options={"latent_dim": 20, "hidden": (400,)},
+    ),
+    "sbn": ModelFamily(
+        _sbn,
+        binary=True,
+        description="sigmoid belief net, layers of binary units",
+        engine="vimco",
+        options={"layers": (200, 200), "nonlinear": False},
+    ),
+    "helmholtz": ModelFamily(
+        _helmholtz,
+        binary=True,
+        description="Helmholtz machine, a logistic-linear sbn",
+        engine="wake_sleep",
+        options={"layers": (200, 200)},
+    ),
 }
 
 
@@ -158,19 +211,72 @@ def _add_fit(commands):
     )
     fit_parser.set_defaults(run=_fit_command)
     fit_parser.add_argument("model", choices=sorted(MODELS), metavar="MODEL", help=f"model family ({models_help})")
-    _add_engine_arguments(fit_parser.add_argument_group("engine"))
+    _add_engine_arguments(fit_parser.add_argument_group("engine (each option names the engines that take it)"))
     _add_data_arguments(fit_parser.add_argument_group("data"))
-    _add_training_arguments(fit_parser.add_argument_group("model and training"))
+    _add_model_arguments(fit_parser.add_argument_group("model (each option names the models that take it)"))
+    _add_training_arguments(fit_parser.add_argument_group("training"))
     _add_output_arguments(fit_parser.add_argument_group("evaluation and output"))
 
 
 def _add_engine_arguments(group):
-    """``--engine`` and the engine options of :data:`ENGINE_OPTIONS`."""
-    group.add_argument("--engine", default="svi", choices=sorted(inference.ENGINES), help="inference engine")
-    group.add_argument("--particles", type=_positive_int, metavar="K", help="particles per datum (engine default)")
-    group.add_argument("--estimator", metavar="NAME", help="guide gradient estimator, 'standard' or 'dreg' (iwae only)")
-    group.add_argument("--stl", action="store_true", default=None, help="'sticking the landing' estimator (svi only)")
-    group.add_argument("--analytic-kl", action="store_true", default=None, help="closed-form KL where known (svi only)")
+    """``--engine`` and the engine options of :data:`ENGINE_OPTIONS`.
+
+    An engine option left out is absent from the parsed arguments
+    (``argparse.SUPPRESS``), so the engine's own default applies; that keeps
+    ``--baseline none`` (``baseline=None``) apart from no ``--baseline``.
+    """
+    defaults = ", ".join(f"{family.engine} for {name}" for name, family in MODELS.items())
+    group.add_argument(
+        "--engine",
+        choices=sorted(inference.ENGINES),
+        help=f"inference engine (default: {defaults}; svi and iwae cannot train binary latents)",
+    )
+    option = _options_adder(group, ENGINE_OPTIONS)
+    option(
+        "--particles",
+        type=_positive_int,
+        metavar="K",
+        help="particles per datum (every engine; default 5 for iwae, rws and vimco, else 1)",
+    )
+    option("--estimator", metavar="NAME", help="guide gradient estimator, 'standard' or 'dreg' (iwae)")
+    option("--stl", action="store_true", help="'sticking the landing' estimator (svi)")
+    option("--analytic-kl", action="store_true", help="closed-form KL where known (svi)")
+    option("--phi", choices=["wake", "sleep", "both"], help="the guide's update (rws; default wake)")
+    option(
+        "--baseline",
+        type=_baseline,
+        metavar="SIZES|none",
+        help="hidden layer sizes of the input-dependent baseline C(x), or none (nvil; default 100)",
+    )
+    option("--no-normalize", action="store_false", help="no running centring and scaling of learning signals (nvil)")
+    option("--no-local-signals", action="store_false", help="one global learning signal for every layer (nvil)")
+
+
+def _add_model_arguments(group):
+    """The model options of :data:`MODEL_OPTIONS`; left out, the family's default applies."""
+    option = _options_adder(group, MODEL_OPTIONS)
+    option("--latent", type=_positive_int, metavar="N", help="latent dimension (vae; default 20)")
+    option("--hidden", type=_layer_sizes, metavar="SIZES", help="hidden layer sizes, e.g. 200,200 (vae; default 400)")
+    option(
+        "--layers",
+        type=_layer_sizes,
+        metavar="SIZES",
+        help="stochastic layer sizes from the data upwards (sbn, helmholtz; default 200,200)",
+    )
+    option(
+        "--nonlinear",
+        action="store_true",
+        help="MLP conditionals with two tanh hidden layers of 200 instead of affine ones (sbn)",
+    )
+
+
+def _options_adder(group, table):
+    """``add_argument`` for the options of ``table``: ``dest`` is the constructor argument, absent unless given."""
+
+    def add(flag, **kwargs):
+        group.add_argument(flag, dest=table[flag], default=argparse.SUPPRESS, **kwargs)
+
+    return add
 
 
 def _add_data_arguments(group):
@@ -191,11 +297,7 @@ def _add_data_arguments(group):
 
 
 def _add_training_arguments(group):
-    """Model size, training budget, optimizer, seed and device."""
-    group.add_argument("--latent", type=_positive_int, default=20, metavar="N", help="latent dimension")
-    group.add_argument(
-        "--hidden", type=_layer_sizes, default="400", metavar="SIZES", help="hidden layer sizes, e.g. 200,200"
-    )
+    """Training budget, optimizer, seed and device."""
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
         "--epochs", type=_positive_int, metavar="N", help=f"passes over the data (default: {DEFAULT_EPOCHS})"
@@ -246,6 +348,17 @@ def _layer_sizes(text):
         raise argparse.ArgumentTypeError(f"expected positive layer sizes separated by commas, got {text!r}") from None
 
 
+def _baseline(text):
+    """argparse type of ``--baseline``: layer sizes, or ``none`` for no baseline (``None``)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return _layer_sizes(text)
+    except argparse.ArgumentTypeError:
+        message = f"expected hidden layer sizes (e.g. 100 or 200,100) or none, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 # --------------------------------------------------------------------------
 # pplgen fit
 # --------------------------------------------------------------------------
@@ -254,14 +367,16 @@ def _layer_sizes(text):
 def _fit_command(args):
     """``pplgen fit``: train, evaluate on held-out data, write the run folder, print a summary."""
     family = MODELS[args.model]
-    engine = _build_engine(args.engine, _engine_options(args))
+    engine_name = args.engine or family.engine
+    model_options = _model_options(args, family)
+    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
     binarize = _binarize(args, family)
     x_train = data.load(args.data, args.split_train, root=args.root, binarize=binarize, seed=args.seed)
     x_test = data.load(args.data, args.split_test, root=args.root, binarize=binarize, seed=args.seed)[: args.eval_limit]
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)  # seeds torch, numpy and random before the model's weights are drawn
-    model = family.build(args, x_train.shape[1])
-    out = args.out or Path("runs") / f"{args.model}-{args.engine}-{args.data}"
+    model = family.build(x_train.shape[1], **model_options)
+    out = args.out or Path("runs") / f"{args.model}-{engine_name}-{args.data}"
     epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
 
     start = time.perf_counter()
@@ -287,15 +402,17 @@ def _fit_command(args):
     x_test = x_test.to(device)
     config = _config(
         args,
+        engine=engine_name,
         binarize=binarize,
         epochs=epochs,
+        model_options=model_options,
         engine_options=engine.options(),
         device=str(device),
         out=str(out),
         train_images=len(x_train),
     )
     record = _record(config, result, _test_scores(model, x_test, args.eval_samples), wall_time)
-    _write_figures(out, model, result, x_test, f"{args.model} trained by {args.engine} on {args.data}")
+    _write_figures(out, model, result, x_test, f"{args.model} trained by {engine_name} on {args.data}")
     write_json(out / "metrics.json", record)
     print(summary(record))
     return 0
@@ -312,28 +429,39 @@ def _test_scores(model, x_test, num_samples):
 
 
 def _config(args, **resolved):
-    """The run's configuration: the options as given (engine options as the engine took them), then ``resolved``."""
-    skipped = {"run", "command", "progress", *ENGINE_OPTIONS}
+    """The run's configuration: the options as given, then ``resolved`` (model and engine options as built)."""
+    skipped = {"run", "command", "progress", *ENGINE_OPTIONS.values(), *MODEL_OPTIONS.values()}
     given = {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
     return {**{name: value for name, value in given.items() if name not in skipped}, **resolved}
 
 
-def _engine_options(args):
-    """Engine constructor arguments of the engine options given on the command line."""
-    return {keyword: getattr(args, dest) for dest, keyword in ENGINE_OPTIONS.items() if getattr(args, dest) is not None}
+def _given(args, table):
+    """Constructor arguments of the options of ``table`` given on the command line."""
+    return {keyword: getattr(args, keyword) for keyword in table.values() if hasattr(args, keyword)}
+
+
+def _refuse(kind, name, table, given, accepted):
+    """Raise a ``ValueError`` naming the options of ``table`` in ``given`` that ``accepted`` lacks, if any."""
+    flags = {keyword: flag for flag, keyword in table.items()}
+    refused = [flags[keyword] for keyword in given if keyword not in accepted]
+    if refused:
+        takes = [flag for flag, keyword in table.items() if keyword in accepted]
+        raise ValueError(
+            f"{kind} '{name}' does not take {', '.join(refused)}; "
+            f"its options are {', '.join(takes) if takes else 'none'}"
+        )
+
+
+def _model_options(args, family):
+    """The family's model options: its defaults, overridden by those given, after checking that it takes them."""
+    given = _given(args, MODEL_OPTIONS)
+    _refuse("model", args.model, MODEL_OPTIONS, given, family.options)
+    return {**family.options, **given}
 
 
 def _build_engine(name, options):
     """The registered engine ``name`` with ``options``, after checking that it takes them."""
-    accepted = inspect.signature(inference.ENGINES[name].__init__).parameters
-    flags = {keyword: "--" + dest.replace("_", "-") for dest, keyword in ENGINE_OPTIONS.items()}
-    refused = [flags[keyword] for keyword in options if keyword not in accepted]
-    if refused:
-        takes = [flag for keyword, flag in flags.items() if keyword in accepted]
-        raise ValueError(
-            f"engine '{name}' does not take {', '.join(refused)}; "
-            f"its options are {', '.join(takes) if takes else 'none'}"
-        )
+    _refuse("engine", name, ENGINE_OPTIONS, options, inspect.signature(inference.ENGINES[name].__init__).parameters)
     return inference.get(name, **options)
 
 

@@ -469,7 +469,7 @@ def _load_checkpoint(result, schedule):
     except (RuntimeError, KeyError, ValueError) as error:
         raise ValueError(
             f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
-            f"options?): {error}. Resume with the configuration that wrote it, or start a new checkpoint."
+            f"options?): {str(error).rstrip('. ')}. Resume with the configuration that wrote it, or start a new checkpoint."
         ) from error
     if schedule is not None and state["scheduler"] is not None:
         schedule.load_state_dict(state["scheduler"])

