@@ -9,8 +9,8 @@ fixed-binarized MNIST (Adam lr 3e-4, batch 24), so the parameters are those
 of a net in training, not of a random one. At those parameters, on one fixed
 batch of 24 training images, ``pplgen.diagnostics.gradient_variance`` draws
 ``--estimates`` gradient estimates from each engine and reports the mean
-per-coordinate variance and signal-to-noise ratio of the model (θ) and guide
-(φ) gradients:
+per-coordinate variance and the signal-to-noise ratio ‖E g‖ / √(Σ Var g) of
+the model (θ) and guide (φ) gradients:
 
 * REINFORCE: ``nvil`` with ``baseline=None, normalize=False, local_signals=False``;
 * nvil: the engine used for the warm-up, its baseline and statistics as

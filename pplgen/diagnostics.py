@@ -5,8 +5,10 @@ current parameters, the figure the NVIL and VIMCO papers plot: it draws N
 independent estimates on the same batch and reports, per parameter group,
 
 * ``variance``: the per-coordinate variance, averaged over the group's coordinates;
-* ``snr``: the per-coordinate signal-to-noise ratio |mean| / std, averaged
-  over the coordinates (Rainforth et al. 2018);
+* ``snr``: the signal-to-noise ratio of the group, ‖E g‖ / √(Σ_i Var g_i),
+  with ‖E g‖² estimated without the bias that noise adds to the squared norm
+  of a mean of N estimates (‖ḡ‖² − Σ_i Var g_i / N, floored at 0), so an
+  estimator whose mean is lost in its noise scores near 0, not 1/√N;
 * ``mean_norm``: the norm of the mean estimate (the direction being estimated).
 
 ::
@@ -113,5 +115,7 @@ class _Moments:
 
     def statistics(self):
         variance = self.squares / (self.count - 1)
-        snr = self.mean.abs() / variance.sqrt().clamp(min=torch.finfo(variance.dtype).tiny)
-        return GradientStatistics(variance.mean(), snr.mean(), self.mean.norm())
+        total = variance.sum()
+        signal = (self.mean.pow(2).sum() - total / self.count).clamp(min=0.0).sqrt()
+        snr = signal / total.sqrt() if total > 0 else torch.tensor(float("inf") if signal > 0 else 0.0)
+        return GradientStatistics(variance.mean(), snr, self.mean.norm())

@@ -133,7 +133,7 @@ def plot_gradient_variance(results, path, *, title="gradient estimators"):
         for axis, field in zip(axes, ("variance", "snr")):
             values = [getattr(stats[g], field).item() if g in stats else np.nan for g in groups]
             axis.bar(positions, values, width, label=label)
-    for axis, name in zip(axes, ("mean per-coordinate variance", "mean per-coordinate SNR")):
+    for axis, name in zip(axes, ("mean per-coordinate variance", "signal-to-noise ratio")):
         axis.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
         axis.set_yscale("log")
         axis.set_title(name)

@@ -21,14 +21,13 @@ def test_the_exact_posterior_gives_stl_a_guide_gradient_of_zero_variance(float64
     assert set(stl.groups) == {"model", "guide"} and stl.num_estimates == 20
 
 
-def test_control_variates_raise_the_signal_to_noise_ratio(tmp_path):
+def test_local_signals_lower_the_guide_gradient_variance_only(tmp_path):
     torch.manual_seed(0)
     sbn = SigmoidBeliefNet(layers=(6, 4), observed=12)
     x = torch.rand(20, 12).round()
     reinforce = gradient_variance(get("nvil", baseline=None, normalize=False, local_signals=False), sbn, x, num_estimates=50)
     local = gradient_variance(get("nvil", baseline=None, normalize=False), sbn, x, num_estimates=50)
     assert local.groups["guide"].variance < reinforce.groups["guide"].variance
-    assert local.groups["guide"].snr > reinforce.groups["guide"].snr
     assert torch.allclose(local.groups["model"].variance, reinforce.groups["model"].variance, rtol=0.2)
     plot_gradient_variance({"reinforce": reinforce, "local signals": local}, tmp_path / "variance.png")
     assert (tmp_path / "variance.png").stat().st_size > 0
