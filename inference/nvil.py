@@ -117,7 +117,7 @@ class NVIL(ParticleEngine):
         ``signals`` has shape ``(sites, K, *factor_sizes)``.
         """
         if self.baseline is not None:
-            features = observed_features(particles, signals.shape[2:]).to(signals.dtype)
+            features = observed_features(particles, signals.shape[2:], signals.dtype)
             baseline = self.baseline(features, signals.shape[0]).movedim(-1, 0).unsqueeze(1)
         else:
             baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
@@ -132,7 +132,7 @@ class NVIL(ParticleEngine):
         log_q = site_log_densities(particles, particles.guide_trace)
         signals = torch.stack(list(log_q.values())).detach()
         if self.baseline is not None:
-            self.baseline.initialize_parameters(observed_features(particles, signals.shape[2:]), signals.shape[0])
+            self.baseline.initialize_parameters(observed_features(particles, signals.shape[2:], signals.dtype), signals.shape[0])
         if self.moments is not None:
             self.moments.initialize_parameters(signals)
         return particles
@@ -226,8 +226,8 @@ class RunningMoments(LazyModuleMixin, nn.Module):
         return self.mean.reshape(shape), self.var.sqrt().clamp(min=1.0).reshape(shape)
 
 
-def observed_features(particles, factor_shape):
-    """The observed values of each factor (datum) as one flat vector, ``(*factor_shape, features)``."""
+def observed_features(particles, factor_shape, dtype):
+    """The observed values of each factor (datum) as one flat ``dtype`` vector, ``(*factor_shape, features)``."""
     nesting = -particles.particle_dim - 1
     features = []
     for site in particles.sites(particles.model_trace, observed=True):
@@ -245,4 +245,4 @@ def observed_features(particles, factor_shape):
             "nvil's baseline is a function of the observed data, but the model observes no site (no obs=); "
             "use baseline=None."
         )
-    return torch.cat(features, dim=-1).to(torch.get_default_dtype() if not features[0].is_floating_point() else features[0].dtype)
+    return torch.cat(features, dim=-1).to(dtype)
