@@ -5,6 +5,7 @@ the conformance table in ``tests/inference/test_conformance.py`` and one entry
 to the README's engine table.
 """
 
+from pplgen.inference.avb import AVB
 from pplgen.inference.iwae import IWAE
 from pplgen.inference.nvil import NVIL
 from pplgen.inference.rws import RWS
@@ -19,6 +20,7 @@ ENGINES = {
     "rws": RWS,
     "nvil": NVIL,
     "vimco": VIMCO,
+    "avb": AVB,
 }
 
 
@@ -34,4 +36,4 @@ def score_function_engines():
     return [name for name, engine in ENGINES.items() if not engine.reparameterized]
 
 
-__all__ = ["ENGINES", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "score_function_engines"]
+__all__ = ["AVB", "ENGINES", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "score_function_engines"]

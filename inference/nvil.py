@@ -14,8 +14,8 @@ the signal is
 * ``local_signals``: l_s^local keeps only the terms of log p − log q that z_s
   or the latents drawn from it can move (found by autograd, see
   :mod:`pplgen.dependencies`); the others have zero covariance with its score.
-* ``baseline``: C_ψ(x), an MLP of the observed data with one output per
-  guide site, owned by this engine and fitted by squared error to
+* ``baseline``: C_ψ(x), a tanh MLP of the observed data with one output per
+  guide site (a :class:`~pplgen.nn.LazyMLP`, sized by the first program), owned by this engine and fitted by squared error to
   l_s^local − c_s inside the same surrogate (ψ gets only that gradient).
 * ``normalize``: c_s and v_s are running mean and variance of
   l_s^local − C_ψ(x)_s (buffers, momentum ``decay``), so the signal is
@@ -43,11 +43,12 @@ Metrics: ``loss`` (−ELBO of the batch), ``elbo``, ``baseline_loss``
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.dependencies import downstream_sites
 from pplgen.engine import Loss, ParticleEngine, UnsupportedModelError
-from pplgen.particles import common_scale, site_log_densities
+from pplgen.nn import LazyMLP
+from pplgen.particles import common_scale, observed_features, site_log_densities
 
 
 class NVIL(ParticleEngine):
@@ -72,7 +73,7 @@ class NVIL(ParticleEngine):
             raise ValueError(f"baseline must be a sequence of hidden layer sizes (e.g. (100,)) or None, got {baseline!r}")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-        self.baseline = SignalBaseline(tuple(baseline)) if baseline is not None else None
+        self.baseline = LazyMLP(baseline, owner="nvil's baseline") if baseline is not None else None
         self.moments = RunningMoments(decay) if normalize else None
         self.local_signals = bool(local_signals)
         self.decay = float(decay)
@@ -117,8 +118,7 @@ class NVIL(ParticleEngine):
         ``signals`` has shape ``(sites, K, *factor_sizes)``.
         """
         if self.baseline is not None:
-            features = observed_features(particles, signals.shape[2:], signals.dtype)
-            baseline = self.baseline(features, signals.shape[0]).movedim(-1, 0).unsqueeze(1)
+            baseline = self.baseline(_baseline_input(particles, signals), signals.shape[0]).movedim(-1, 0).unsqueeze(1)
         else:
             baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
         residual = signals - baseline.detach()
@@ -132,7 +132,7 @@ class NVIL(ParticleEngine):
         log_q = site_log_densities(particles, particles.guide_trace)
         signals = torch.stack(list(log_q.values())).detach()
         if self.baseline is not None:
-            self.baseline.initialize_parameters(observed_features(particles, signals.shape[2:], signals.dtype), signals.shape[0])
+            self.baseline.initialize_parameters(_baseline_input(particles, signals), signals.shape[0])
         if self.moments is not None:
             self.moments.initialize_parameters(signals)
         return particles
@@ -145,47 +145,6 @@ class NVIL(ParticleEngine):
             "local_signals": self.local_signals,
             "decay": self.decay,
         }
-
-
-class SignalBaseline(LazyModuleMixin, nn.Module):
-    """C_ψ(x): a tanh MLP from the observed data of a datum to one baseline per guide site.
-
-    Its input and output sizes are those of the first program it meets (a
-    lazy module: ``state_dict`` loads into a fresh one).
-    """
-
-    def __init__(self, hidden):
-        super().__init__()
-        self.hidden = hidden
-        for i in range(len(hidden) + 1):
-            self.register_parameter(f"weight{i}", UninitializedParameter())
-            self.register_parameter(f"bias{i}", UninitializedParameter())
-
-    def initialize_parameters(self, features, num_sites):
-        if not self.has_uninitialized_params():
-            return
-        sizes = (features.shape[-1], *self.hidden, num_sites)
-        options = {"device": features.device, "dtype": features.dtype}
-        with torch.no_grad():
-            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                layer = nn.Linear(n_in, n_out, **options)
-                for name, initial in ((f"weight{i}", layer.weight), (f"bias{i}", layer.bias)):
-                    getattr(self, name).materialize(initial.shape, **options)
-                    getattr(self, name).copy_(initial)
-
-    def forward(self, features, num_sites):
-        expected = (self.weight0.shape[1], getattr(self, f"bias{len(self.hidden)}").shape[0])
-        if (features.shape[-1], num_sites) != expected:
-            raise ValueError(
-                f"nvil's baseline was built for {expected[0]} observed values and {expected[1]} guide sites, "
-                f"got {features.shape[-1]} and {num_sites}; use a fresh engine for a different program."
-            )
-        h = features
-        for i in range(len(self.hidden) + 1):
-            h = nn.functional.linear(h, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"))
-            if i < len(self.hidden):
-                h = torch.tanh(h)
-        return h
 
 
 class RunningMoments(LazyModuleMixin, nn.Module):
@@ -226,23 +185,12 @@ class RunningMoments(LazyModuleMixin, nn.Module):
         return self.mean.reshape(shape), self.var.sqrt().clamp(min=1.0).reshape(shape)
 
 
-def observed_features(particles, factor_shape, dtype):
-    """The observed values of each factor (datum) as one flat ``dtype`` vector, ``(*factor_shape, features)``."""
-    nesting = -particles.particle_dim - 1
-    features = []
-    for site in particles.sites(particles.model_trace, observed=True):
-        value = site["value"].detach()
-        batch_ndim = value.dim() - site["fn"].event_dim
-        if batch_ndim > nesting:  # a per-particle observation: every particle observes the same value
-            value = value[(0,) * (batch_ndim - nesting)]
-        value = value.reshape((1,) * (nesting - min(batch_ndim, nesting)) + value.shape)
-        factor_positions = [nesting + d for d in particles.factor_dims]
-        value = value.movedim(factor_positions, list(range(len(factor_positions))))
-        value = value.expand(*factor_shape, *value.shape[len(factor_positions) :])
-        features.append(value.reshape(*factor_shape, -1))
-    if not features:
+def _baseline_input(particles, signals):
+    """The observed data of each factor, ``(*factor_sizes, features)``, for signals ``(sites, K, *factor_sizes)``."""
+    features = observed_features(particles, signals.shape[2:], signals.dtype)
+    if features is None:
         raise UnsupportedModelError(
             "nvil's baseline is a function of the observed data, but the model observes no site (no obs=); "
             "use baseline=None."
         )
-    return torch.cat(features, dim=-1).to(dtype)
+    return features

@@ -7,6 +7,7 @@ meets a silent prior sample or a shape broadcast deep inside a loss.
 
 import torch
 
+from pplgen.distributions import is_implicit
 from pplgen.engine import UnsupportedModelError
 
 
@@ -45,6 +46,16 @@ def check_reparameterizable(particles, engine_name, alternatives):
                 f"site '{site['name']}' is a {_distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
                 "(score-function engines), or reparameterize the site."
+            )
+
+
+def check_explicit_guide(particles, engine_name):
+    """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler)."""
+    for site in particles.sites(particles.guide_trace):
+        if is_implicit(site["fn"]):
+            raise UnsupportedModelError(
+                f"site '{site['name']}' is drawn by an Implicit sampler with no density, and {engine_name} "
+                "needs log q(z | x); train implicit guides with avb (adversarial variational Bayes)."
             )
 
 

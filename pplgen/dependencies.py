@@ -55,6 +55,24 @@ def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
     )
 
 
+def prior_parents(model, guide, args, kwargs, *, max_plate_nesting):
+    """``{latent site: names of the other latents its prior density reads}`` in the model.
+
+    Empty sets everywhere mean a prior of independent sites, p(z) = Π_s p(z_s).
+    RNG-neutral, like :func:`downstream_sites`.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        particles = sample_particles(
+            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
+        )
+    leaves = {s["name"]: s["value"] for s in particles.sites(particles.guide_trace) if s["value"].requires_grad}
+    return {
+        site["name"]: _reads(site, leaves) - {site["name"]}
+        for site in particles.sites(particles.model_trace, observed=False)
+    }
+
+
 def _reads(site, leaves):
     """Names of the latents whose values the site's log-density is a function of."""
     log_prob = site_log_prob(site)

@@ -61,6 +61,11 @@ class Engine(torch.nn.Module):
     def check(self, model, guide, *args, **kwargs) -> None:
         """Raise :class:`UnsupportedModelError` if this engine cannot train the pair."""
 
+    def helper_losses(self, model, guide, *args, **kwargs):
+        """Losses of the helpers alone (e.g. extra discriminator steps), each to be given one optimizer
+        step before the step of :meth:`forward`; none by default. Evaluated lazily, one after another."""
+        return ()
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())
 
@@ -78,6 +83,8 @@ class ParticleEngine(Engine):
     """
 
     reparameterized: ClassVar[bool]
+    #: Whether the engine trains guides whose sites have no density (``Implicit`` samplers).
+    implicit_guides: ClassVar[bool] = False
 
     def __init__(self, num_particles, max_plate_nesting=None):
         super().__init__()
@@ -103,7 +110,7 @@ class ParticleEngine(Engine):
 
     def check(self, model, guide, *args, **kwargs):
         # Imported here: the checks raise this module's errors, and the registry imports the engines.
-        from pplgen.checks import check_pair, check_reparameterizable
+        from pplgen.checks import check_explicit_guide, check_pair, check_reparameterizable
         from pplgen.inference import score_function_engines
 
         try:
@@ -111,6 +118,8 @@ class ParticleEngine(Engine):
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{self.name}: model and guide fail when run together on these arguments: {error}") from error
         check_pair(particles)
+        if not self.implicit_guides:
+            check_explicit_guide(particles, self.name)
         if self.reparameterized:
             check_reparameterizable(particles, self.name, score_function_engines())
         return particles

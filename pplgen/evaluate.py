@@ -8,6 +8,9 @@ VIMCO papers)::
 
 a stochastic lower bound whose gap closes as K grows. :func:`elbo` is the
 per-datum evidence lower bound (the K = 1 case, averaged over samples).
+:func:`ais` (annealed importance sampling, :mod:`pplgen.annealing`) needs no
+guide: it is the estimate for implicit guides, which have no q(z | x), and a
+tighter check of the importance-sampled one, at a much higher cost.
 
 Both run vectorized over particles in chunks, so K = 5000 on 1,000 MNIST
 images needs only a few hundred MiB at a time, and both need the program's
@@ -17,10 +20,15 @@ sites to share one data plate (so log-weights factorize per datum).
 import math
 
 import torch
+from pyro import poutine
 
+from pplgen.annealing import ais
 from pplgen.checks import check_pair
-from pplgen.particles import guess_max_plate_nesting, log_weights, sample_particles
+from pplgen.distributions import is_implicit
+from pplgen.particles import guess_max_plate_nesting, is_sample_site, log_weights, sample_particles
 from pplgen.programs import model_and_guide
+
+__all__ = ["ais", "elbo", "implicit_sites", "log_likelihood"]
 
 
 @torch.no_grad()
@@ -56,6 +64,13 @@ def elbo(model, data, *, guide=None, num_samples=1, batch_size=100, particle_chu
     return torch.cat(results)
 
 
+def implicit_sites(guide, *args, **kwargs):
+    """Names of the guide's sites drawn by an :class:`~pplgen.distributions.Implicit` sampler (no density)."""
+    with torch.no_grad(), poutine.block():
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return [name for name, site in trace.nodes.items() if is_sample_site(site) and is_implicit(site["fn"])]
+
+
 class _Scorer:
     """Log-weights of particle chunks for batches of data, after checking the pair once."""
 
@@ -71,7 +86,14 @@ class _Scorer:
         self.batch_size = batch_size
         self.particle_chunk = particle_chunk
         self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, (data[:batch_size],), {})
-        check_pair(self._particles(data[:batch_size], 1))
+        particles = self._particles(data[:batch_size], 1)
+        check_pair(particles)
+        for site in particles.sites(particles.guide_trace):
+            if is_implicit(site["fn"]):
+                raise ValueError(
+                    f"guide site '{site['name']}' is an Implicit sampler with no density, so importance sampling "
+                    "cannot weigh its draws; estimate log p(x) with pplgen.evaluate.ais(model, data)."
+                )
 
     def batches(self):
         return self.data.split(self.batch_size)

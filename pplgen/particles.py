@@ -62,12 +62,18 @@ class Particles:
 
         Returns a tensor of shape ``(K, *factor_sizes)``.
         """
-        ndim = -self.particle_dim
-        log_prob = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
-        summed = [d for d in range(self.particle_dim + 1, 0) if d not in self.factor_dims]
-        if summed:
-            log_prob = log_prob.sum(dim=summed, keepdim=True)
-        return log_prob.reshape(log_prob.shape[0], *(log_prob.shape[d] for d in self.factor_dims))
+        return reduce_to_factors(log_prob, self.particle_dim, self.factor_dims)
+
+
+def reduce_to_factors(log_prob, particle_dim, factor_dims):
+    """Sum ``log_prob`` (batch dims only) over all dims right of ``particle_dim`` but ``factor_dims``;
+    shape ``(K, *factor_sizes)``."""
+    ndim = -particle_dim
+    log_prob = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
+    summed = [d for d in range(particle_dim + 1, 0) if d not in factor_dims]
+    if summed:
+        log_prob = log_prob.sum(dim=summed, keepdim=True)
+    return log_prob.reshape(log_prob.shape[0], *(log_prob.shape[d] for d in factor_dims))
 
 
 @dataclass
@@ -90,9 +96,14 @@ def guess_max_plate_nesting(model, guide, args, kwargs):
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return plate_nesting(guide_trace, model_trace)
+
+
+def plate_nesting(*traces):
+    """How many plate dims the sample sites of ``traces`` use."""
     dims = [
         -frame.dim
-        for trace in (guide_trace, model_trace)
+        for trace in traces
         for site in trace.nodes.values()
         if is_sample_site(site)
         for frame in site["cond_indep_stack"]
@@ -137,7 +148,7 @@ def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nes
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         replayed = _detached_leaves(guide_trace) if latents == "model_leaves" else guide_trace
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
-    return Particles(guide_trace, model_trace, num_particles, particle_dim, _shared_plate_dims(guide_trace, model_trace))
+    return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 
 def site_log_prob(site, *, detach_params=False):
@@ -189,6 +200,41 @@ def common_scale(particles):
                 "subsampled plate, or drop the extra poutine.scale."
             )
     return scale
+
+
+def observed_features(particles, factor_shape, dtype):
+    """The observed values of each factor (datum) as one flat ``dtype`` vector, ``(*factor_shape, features)``;
+    ``None`` when the model observes no site."""
+    features = [
+        # A per-particle observation repeats one value over the particles: keep the first.
+        _per_factor(particles, site["value"].detach(), site["fn"].event_dim, factor_shape)[0]
+        for site in particles.sites(particles.model_trace, observed=True)
+    ]
+    return torch.cat(features, dim=-1).to(dtype) if features else None
+
+
+def latent_features(particles, trace):
+    """The latent values of each particle and factor as one flat vector, ``(K, *factor_sizes, features)``."""
+    sites = particles.sites(trace, observed=False)
+    factor_shape = _factor_shape(particles, sites)
+    features = [_per_factor(particles, site["value"], site["fn"].event_dim, factor_shape) for site in sites]
+    return torch.cat([f.expand(particles.num_particles, *f.shape[1:]) for f in features], dim=-1)
+
+
+def _factor_shape(particles, sites):
+    ndim = -particles.particle_dim
+    shapes = [(1,) * ndim + site["value"].shape[: site["value"].dim() - site["fn"].event_dim] for site in sites]
+    return tuple(max(shape[d] for shape in shapes) for d in particles.factor_dims)
+
+
+def _per_factor(particles, value, event_dim, factor_shape):
+    """``value`` (batch dims, the particle dim leftmost, then event dims) as ``(K or 1, *factor_shape, features)``."""
+    ndim = -particles.particle_dim
+    value = value.reshape((1,) * (ndim - (value.dim() - event_dim)) + value.shape)
+    factor_positions = [ndim + d for d in particles.factor_dims]
+    value = value.movedim(factor_positions, list(range(1, len(factor_positions) + 1)))
+    value = value.expand(value.shape[0], *factor_shape, *value.shape[len(factor_positions) + 1 :])
+    return value.reshape(value.shape[0], *factor_shape, -1)
 
 
 def log_mean_exp(log_values, dim=0):
@@ -276,7 +322,8 @@ def _plate_dims(site):
     }
 
 
-def _shared_plate_dims(*traces):
+def shared_plate_dims(*traces):
+    """The plate dims (not the particle plate's) that every sample site of ``traces`` sits in."""
     dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
     shared = set.intersection(*dim_sets) if dim_sets else set()
     return tuple(sorted(shared))

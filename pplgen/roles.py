@@ -8,7 +8,8 @@ running the pair on one batch:
   every ``pyro.param`` / ``pyro.module`` site the programs touch (so plain
   function programs work too);
 * a parameter is the model's if log p(x, z) depends on it with z held fixed,
-  else the guide's if log q(z | x) or the sampled z depend on it; parameters
+  else the guide's if log q(z | x) or the sampled z depend on it (only the
+  samples, for an implicit guide site, which has no log q); parameters
   that neither touches (unused branches) are filed with the model;
 * the engine's own parameters (baselines, discriminators) are helpers.
 """
@@ -16,12 +17,8 @@ running the pair on one batch:
 import torch
 from pyro import poutine
 
-from pplgen.particles import (
-    guess_max_plate_nesting,
-    guide_log_density,
-    model_log_density,
-    sample_particles,
-)
+from pplgen.distributions import is_implicit
+from pplgen.particles import guess_max_plate_nesting, model_log_density, sample_particles, site_log_prob
 from pplgen.programs import owning_modules
 
 ROLES = ("model", "guide", "helper")
@@ -44,8 +41,10 @@ def parameter_roles(model, guide, engine, args, kwargs):
         exclude=helpers,
     )
     model_side = _depends_on(model_log_density(particles), candidates)
-    guide_values = [s["value"] for s in particles.sites(particles.guide_trace) if s["value"].requires_grad]
-    guide_side = _depends_on(guide_log_density(particles) + sum(v.sum() for v in guide_values), candidates)
+    guide_sites = particles.sites(particles.guide_trace)
+    guide_terms = [site_log_prob(s).sum() for s in guide_sites if not is_implicit(s["fn"])]
+    guide_terms += [s["value"].sum() for s in guide_sites if s["value"].requires_grad]
+    guide_side = _depends_on(sum(guide_terms), candidates)
     roles = {
         "model": [p for p, m, g in zip(candidates, model_side, guide_side) if m or not g],
         "guide": [p for p, m, g in zip(candidates, model_side, guide_side) if g and not m],

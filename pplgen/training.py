@@ -37,6 +37,8 @@ from pplgen.programs import model_and_guide, owning_modules
 from pplgen.roles import ROLES, parameter_roles
 
 CHECKPOINT_FORMAT = "pplgen-checkpoint-1"
+#: AIS settings of the held-out evaluations of implicit guides during :func:`fit`.
+DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -107,18 +109,24 @@ class Trainer:
         self.setup(*args, **kwargs)
         checks = nullcontext() if self.validate_every_step or self.num_steps == 0 else pyro.validation_enabled(False)
         with checks:
+            for helper_loss in self.engine.helper_losses(self.model, self.guide, *args, **kwargs):
+                self._update(helper_loss)
             loss = self.engine(self.model, self.guide, *args, **kwargs)
         self.num_steps += 1
         metrics = {name: value.item() for name, value in loss.metrics.items()}
         if not math.isfinite(loss.surrogate.item()):
             raise NonFiniteLossError(self._non_finite_message(loss))
+        self._update(loss.surrogate)
+        return metrics
+
+    def _update(self, surrogate):
+        """One optimizer step along ``-∇ surrogate``; parameters it does not reach keep no gradient and stay put."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.surrogate.backward()
+        surrogate.backward()
         if self.clip_norm is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
         self.optimizer.step()
-        return metrics
 
     def _non_finite_message(self, loss):
         bad = [name for name, value in loss.metrics.items() if not torch.isfinite(value).all()]
@@ -158,7 +166,7 @@ class FitResult:
     ``history`` has one dict per step (``step``, ``epoch``, ``batch_size`` and
     the engine's metrics, batch totals); ``evaluations`` one dict per
     evaluation (``epoch``, ``step``, mean per-datum ``log_likelihood`` and
-    ``elbo`` on ``valid_data``).
+    ``elbo`` on ``valid_data``, and the ``estimator`` of the log-likelihood).
     """
 
     model: object
@@ -193,6 +201,7 @@ def fit(
     valid_data=None,
     eval_every=1,
     eval_samples=100,
+    ais_options=None,
     checkpoint=None,
     checkpoint_every=1,
     resume=False,
@@ -214,10 +223,17 @@ def fit(
     :param scheduler: a callable ``optimizer -> LR scheduler``, stepped once per epoch.
     :param device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
     :param valid_data: held-out tensor, evaluated every ``eval_every`` epochs
-        with ``eval_samples`` importance samples.
+        with ``eval_samples`` importance samples; for a guide with implicit
+        sites (no density) by :func:`pplgen.evaluate.ais` instead, with
+        ``ais_options`` (default ``{"num_steps": 100, "num_chains": 8}``), and
+        without an ELBO. Each evaluation records its ``estimator``.
     :param checkpoint: a file path; written every ``checkpoint_every`` epochs and at the end.
     :param resume: continue from ``checkpoint`` when that file exists.
     :param validate_every_step: see :class:`Trainer`.
+
+    Each step first gives the engine's helpers the extra updates the engine
+    asks for (:meth:`~pplgen.engine.Engine.helper_losses`, e.g. avb's
+    ``discriminator_steps``), then updates every role with the engine's surrogate.
     """
     model, guide = model_and_guide(model, guide)
     engine = resolve_engine(engine)
@@ -277,7 +293,10 @@ def fit(
                 if schedule is not None:
                     schedule.step()
                 if valid_data is not None and epoch % eval_every == 0:
-                    result.evaluations.append(_evaluate(model, guide, valid_data, eval_samples, epoch, trainer.num_steps))
+                    evaluation = _evaluate(model, guide, valid_data, eval_samples, ais_options, epoch, trainer.num_steps)
+                    if progress and not result.evaluations:
+                        bar.write(f"held-out log-likelihood by {evaluation['estimator']}")
+                    result.evaluations.append(evaluation)
             else:
                 skip = batch_index
             last = trainer.num_steps >= total
@@ -296,12 +315,31 @@ def _step(trainer, batch, checkpoint):
         raise NonFiniteLossError(f"{error}{note}") from None
 
 
-def _evaluate(model, guide, data, num_samples, epoch, step):
+def _evaluate(model, guide, data, num_samples, ais_options, epoch, step):
+    return {"epoch": epoch, "step": step, **held_out_scores(model, guide, data, num_samples, ais_options)}
+
+
+def held_out_scores(model, guide, data, num_samples, ais_options=None):
+    """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
+
+    Importance sampling with ``num_samples`` particles; for a guide with
+    implicit sites, AIS with ``ais_options`` and no ELBO.
+    """
+    implicit = evaluate.implicit_sites(guide, data[:1])
+    if implicit:
+        options = {**DEFAULT_AIS_OPTIONS, **(ais_options or {})}
+        return {
+            "log_likelihood": evaluate.ais(model, data, **options).mean().item(),
+            "elbo": None,
+            "estimator": (
+                f"ais ({options['num_steps']} steps, {options['num_chains']} chains): guide site "
+                f"'{implicit[0]}' is implicit, with no density to importance-sample"
+            ),
+        }
     return {
-        "epoch": epoch,
-        "step": step,
         "log_likelihood": evaluate.log_likelihood(model, data, guide=guide, num_samples=num_samples).mean().item(),
         "elbo": evaluate.elbo(model, data, guide=guide).mean().item(),
+        "estimator": f"importance sampling (K={num_samples})",
     }
 
 

@@ -28,6 +28,8 @@ ROWS = [
     ("nvil", {}),
     ("nvil", {"baseline": None, "normalize": False, "local_signals": False}),
     ("vimco", {"num_particles": 3}),
+    ("avb", {"discriminator": (16,)}),
+    ("avb", {"num_particles": 3, "adaptive_contrast": True, "discriminator_steps": 2}),
 ]
 IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in ROWS]
 
@@ -136,6 +138,9 @@ def test_detached_guide_estimators_refuse_dependent_guide_sites(name, options, f
         ("wake_sleep", {"data_arguments": {"x": 1.5}}, "data_arguments must map observed site names"),
         ("nvil", {"baseline": 100}, "baseline must be a sequence of hidden layer sizes"),
         ("nvil", {"decay": 1.0}, "decay must be in"),
+        ("avb", {"discriminator": 64}, "discriminator must be a sequence of hidden layer sizes"),
+        ("avb", {"discriminator_steps": 0}, "discriminator_steps must be a positive int"),
+        ("avb", {"adaptive_contrast": True}, "adaptive_contrast needs num_particles >= 2"),
     ],
 )
 def test_bad_options_are_named(name, options, message):

@@ -110,7 +110,7 @@ def test_every_score_function_engine_trains_every_family(name, family):
     assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
-@pytest.mark.parametrize("name", ["svi", "iwae"])
+@pytest.mark.parametrize("name", ["svi", "iwae", "avb"])
 def test_reparameterized_engines_refuse_belief_nets_and_name_the_alternatives(name):
     sbn = SigmoidBeliefNet(layers=(6, 4), observed=12)
     message = rf"site 'h1' is a Bernoulli and has no rsample: {name} cannot differentiate through it; use wake_sleep, rws, nvil, vimco"
