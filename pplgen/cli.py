@@ -6,11 +6,13 @@
     pplgen fit vae --engine iwae --particles 5 --estimator dreg --data binarized-mnist --root DATA
     pplgen fit sbn --engine vimco --particles 5 --layers 200,200 --data binarized-mnist --root PATH
     pplgen fit helmholtz --engine wake_sleep
+    pplgen fit vae --guide implicit --engine avb --adaptive-contrast --particles 8
     python -m pplgen fit --help
 
 ``pplgen fit`` trains one model family with one engine, estimates the
-held-out log-likelihood by importance sampling (K = ``--eval-samples``) and
-writes a run folder (default ``runs/<model>-<engine>-<data>``)::
+held-out log-likelihood by importance sampling (K = ``--eval-samples``), or by
+AIS (``--ais-steps`` × ``--ais-chains``) when the guide is implicit and has no
+density to importance-sample, and writes a run folder (default ``runs/<model>-<engine>-<data>``)::
 
     metrics.json          configuration, per-epoch training loss, evaluations,
                           test log-likelihood and ELBO, training wall time, versions
@@ -49,9 +51,9 @@ import pyro
 import torch
 
 import pplgen
-from pplgen import data, evaluate, inference, models, plots
+from pplgen import data, inference, models, plots
 from pplgen.engine import UnsupportedModelError
-from pplgen.training import NonFiniteLossError, fit
+from pplgen.training import NonFiniteLossError, fit, held_out_scores
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
 DEFAULT_EPOCHS = 10
@@ -69,11 +71,15 @@ ENGINE_OPTIONS = {
     "--baseline": "baseline",
     "--no-normalize": "normalize",
     "--no-local-signals": "local_signals",
+    "--discriminator": "discriminator",
+    "--discriminator-steps": "discriminator_steps",
+    "--adaptive-contrast": "adaptive_contrast",
 }
 #: Command-line option -> model constructor argument (also its argparse ``dest``).
 MODEL_OPTIONS = {
     "--latent": "latent_dim",
     "--hidden": "hidden",
+    "--guide": "guide",
     "--layers": "layers",
     "--nonlinear": "nonlinear",
 }
@@ -118,7 +124,7 @@ MODELS = {
         binary=True,
         description="variational autoencoder, Gaussian z, Bernoulli pixels",
         engine="svi",
-        options={"latent_dim": 20, "hidden": (400,)},
+        options={"latent_dim": 20, "hidden": (400,), "guide": "gaussian"},
     ),
     "sbn": ModelFamily(
         _sbn,
@@ -250,6 +256,14 @@ def _add_engine_arguments(group):
     )
     option("--no-normalize", action="store_false", help="no running centring and scaling of learning signals (nvil)")
     option("--no-local-signals", action="store_false", help="one global learning signal for every layer (nvil)")
+    option(
+        "--discriminator",
+        type=_layer_sizes,
+        metavar="SIZES",
+        help="hidden layer sizes of the discriminator T(x, z) (avb; default 256,256)",
+    )
+    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb; default 1)")
+    option("--adaptive-contrast", action="store_true", help="contrast q with a Gaussian of its own moments (avb; K >= 2)")
 
 
 def _add_model_arguments(group):
@@ -257,6 +271,11 @@ def _add_model_arguments(group):
     option = _options_adder(group, MODEL_OPTIONS)
     option("--latent", type=_positive_int, metavar="N", help="latent dimension (vae; default 20)")
     option("--hidden", type=_layer_sizes, metavar="SIZES", help="hidden layer sizes, e.g. 200,200 (vae; default 400)")
+    option(
+        "--guide",
+        choices=["gaussian", "implicit"],
+        help="Gaussian q(z | x), or an implicit sampler z = g(x, e) trained by avb (vae; default gaussian)",
+    )
     option(
         "--layers",
         type=_layer_sizes,
@@ -316,6 +335,14 @@ def _add_output_arguments(group):
         "--eval-samples", type=_positive_int, default=1000, metavar="K", help="importance samples per test image"
     )
     group.add_argument("--eval-limit", type=_positive_int, default=1000, metavar="N", help="test images used")
+    group.add_argument(
+        "--ais-steps",
+        type=_positive_int,
+        default=500,
+        metavar="T",
+        help="annealing steps of the test log-likelihood by AIS, used for implicit guides (no density)",
+    )
+    group.add_argument("--ais-chains", type=_positive_int, default=8, metavar="C", help="AIS chains per test image")
     group.add_argument(
         "--eval-every",
         type=_positive_int,
@@ -411,21 +438,18 @@ def _fit_command(args):
         out=str(out),
         train_images=len(x_train),
     )
-    record = _record(config, result, _test_scores(model, x_test, args.eval_samples), wall_time)
+    ais_options = {"num_steps": args.ais_steps, "num_chains": args.ais_chains}
+    record = _record(config, result, _test_scores(model, x_test, args.eval_samples, ais_options), wall_time)
     _write_figures(out, model, result, x_test, f"{args.model} trained by {engine_name} on {args.data}")
     write_json(out / "metrics.json", record)
     print(summary(record))
     return 0
 
 
-def _test_scores(model, x_test, num_samples):
-    """Mean importance-sampled log-likelihood and ELBO per test image, in nats."""
-    return {
-        "log_likelihood": evaluate.log_likelihood(model, x_test, num_samples=num_samples).mean().item(),
-        "elbo": evaluate.elbo(model, x_test).mean().item(),
-        "num_samples": num_samples,
-        "num_images": len(x_test),
-    }
+def _test_scores(model, x_test, num_samples, ais_options):
+    """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was estimated."""
+    scores = held_out_scores(model.model, model.guide, x_test, num_samples, ais_options)
+    return {**scores, "num_samples": num_samples, "num_images": len(x_test)}
 
 
 def _config(args, **resolved):
@@ -546,8 +570,8 @@ def summary(record):
             f"on {config['data']}/{config['split_train']} ({config['train_images']} images)",
             f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
             f"  test log-likelihood {test['log_likelihood']:.2f} nats "
-            f"(K={test['num_samples']}, {test['num_images']} images of {config['data']}/{config['split_test']})",
-            f"  test ELBO           {test['elbo']:.2f} nats",
+            f"({test['num_images']} images of {config['data']}/{config['split_test']}, by {test['estimator']})",
+            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else "  test ELBO           none (implicit guide)",
             f"  run folder: {config['out']}",
         ]
     )

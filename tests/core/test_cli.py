@@ -91,8 +91,27 @@ def test_metrics_hold_the_test_log_likelihood(fitted):
     assert metrics["steps"] == 20
     assert metrics["epochs"][0]["steps"] == 20 and metrics["epochs"][0]["loss_per_datum"] > 0
     assert metrics["config"]["binarize"] == "threshold"
-    assert metrics["config"]["model_options"] == {"latent_dim": 4, "hidden": [64]}
+    assert metrics["config"]["model_options"] == {"latent_dim": 4, "hidden": [64], "guide": "gaussian"}
     assert {"torch", "pyro"} <= set(metrics["versions"])
+
+
+def test_implicit_guides_train_by_avb_and_are_scored_by_ais(tmp_path):
+    implicit = ["vae", "--guide", "implicit", "--engine", "avb", "--discriminator", "16", "--adaptive-contrast"]
+    command = ["fit", *implicit, "--particles", "2", *TINY, "--steps", "3", "--ais-steps", "4", "--ais-chains", "2"]
+    status, stdout = run([*command, "--eval-limit", "6", "--out", str(tmp_path)])
+    assert status == 0
+    metrics = read_metrics(tmp_path)
+    test = metrics["test"]
+    assert test["estimator"].startswith("ais (4 steps, 2 chains): guide site 'z' is implicit")
+    assert math.isfinite(test["log_likelihood"]) and test["elbo"] is None
+    assert "by ais (4 steps, 2 chains)" in stdout and "test ELBO           none (implicit guide)" in stdout
+    assert metrics["config"]["engine_options"]["adaptive_contrast"] is True
+
+
+def test_implicit_guides_are_refused_by_engines_that_need_log_q(tmp_path, capsys):
+    status, _ = run(["fit", "vae", "--guide", "implicit", "--engine", "svi", *TINY, "--out", str(tmp_path)])
+    assert status == 2
+    assert "site 'z' is drawn by an Implicit sampler with no density, and svi needs log q" in capsys.readouterr().err
 
 
 def test_engine_options_reach_the_engine(tmp_path):
@@ -104,7 +123,8 @@ def test_engine_options_reach_the_engine(tmp_path):
 def test_summary_reports_the_log_likelihood(fitted):
     _, stdout, out = fitted
     test = read_metrics(out)["test"]
-    assert f"test log-likelihood {test['log_likelihood']:.2f} nats (K=20" in stdout
+    assert f"test log-likelihood {test['log_likelihood']:.2f} nats (50 images" in stdout
+    assert "by importance sampling (K=20)" in stdout and test["estimator"] == "importance sampling (K=20)"
     assert f"test ELBO           {test['elbo']:.2f} nats" in stdout
     assert "20 steps" in stdout and str(out) in stdout
 
