@@ -74,3 +74,27 @@ def test_bad_options_are_named():
         VAE(likelihood="poisson")
     with pytest.raises(ValueError, match="activation must be one of"):
         VAE(activation="gelu")
+
+
+def test_implicit_guide_trained_by_avb_improves_the_ais_log_likelihood(digits):
+    """3 epochs of avb lift the AIS estimate (20 steps × 4 chains, 100 test digits) from about −545 to −187 (seed 0)."""
+    train, test = digits
+    torch.manual_seed(0)
+    vae = VAE(latent_dim=8, hidden=(200,), guide="implicit")
+    before = evaluate.ais(vae, test[:100], num_steps=20, num_chains=4).mean()
+    pplgen.fit(vae, "avb", train, epochs=3, batch_size=100, progress=False)
+    after = evaluate.ais(vae, test[:100], num_steps=20, num_chains=4).mean()
+    assert after - before > 250 and after > -220, (before, after)
+    assert vae.reconstruct(test[:4]).shape == (4, 784)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"guide": "flow"}, "guide must be one of"),
+        ({"noise_dim": 4}, "give it only with guide='implicit'"),
+    ],
+)
+def test_bad_guide_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(**options)
