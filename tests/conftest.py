@@ -85,3 +85,21 @@ def grads(module, names):
 
 MODEL_PARAMS = ("mu0", "w", "b")
 GUIDE_PARAMS = ("a", "c", "log_s")
+
+
+def hierarchical_guide_pair():
+    """A prior z1 → z2 → x and a guide that draws z2 from z1: ``(model, guide, x)``."""
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
+            z2 = pyro.sample("z2", dist.Normal(z1, 1.0))
+            pyro.sample("x", dist.Normal(z2, 1.0), obs=x)
+
+    def guide(x):
+        weight = pyro.param("weight", torch.tensor(0.5))
+        with pyro.plate("data", len(x)):
+            z1 = pyro.sample("z1", dist.Normal(weight * x, 1.0))
+            pyro.sample("z2", dist.Normal(weight * z1, 1.0))
+
+    return model, guide, torch.randn(4)

@@ -4,6 +4,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import hierarchical_guide_pair
 from pyro import poutine
 from pyro.nn import PyroModule
 from torch import nn
@@ -166,19 +167,7 @@ def test_a_transform_that_does_not_broadcast_is_named():
 
 
 def test_prior_contrast_refuses_dependent_priors_and_names_adaptive_contrast():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
-            z2 = pyro.sample("z2", dist.Normal(z1, 1.0))
-            pyro.sample("x", dist.Normal(z2, 1.0), obs=x)
-
-    def guide(x):
-        weight = pyro.param("weight", torch.tensor(0.5))
-        with pyro.plate("data", len(x)):
-            pyro.sample("z1", dist.Normal(weight * x, 1.0))
-            pyro.sample("z2", dist.Normal(weight * x, 1.0))
-
-    x = torch.randn(4)
+    model, guide, x = hierarchical_guide_pair()
     with pytest.raises(UnsupportedModelError, match="site 'z2': its prior depends on latent 'z1'.*adaptive_contrast=True"):
         get("avb").check(model, guide, x)
     get("avb", num_particles=2, adaptive_contrast=True).check(model, guide, x)

@@ -10,7 +10,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import LinearGaussian
+from conftest import LinearGaussian, hierarchical_guide_pair
 
 from pplgen import UnsupportedModelError
 from pplgen.inference import ENGINES, get
@@ -95,22 +95,6 @@ def test_reparameterized_engines_refuse_discrete_guide_sites(name, options):
     model, guide, x = discrete_guide_pair()
     with pytest.raises(UnsupportedModelError, match=rf"site 'h1' is a Bernoulli and has no rsample: {name} cannot"):
         get(name, **options).check(model, guide, x)
-
-
-def hierarchical_guide_pair():
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
-            z2 = pyro.sample("z2", dist.Normal(z1, 1.0))
-            pyro.sample("x", dist.Normal(z2, 1.0), obs=x)
-
-    def guide(x):
-        weight = pyro.param("weight", torch.tensor(0.5))
-        with pyro.plate("data", len(x)):
-            z1 = pyro.sample("z1", dist.Normal(weight * x, 1.0))
-            pyro.sample("z2", dist.Normal(weight * z1, 1.0))
-
-    return model, guide, torch.randn(4)
 
 
 @pytest.mark.parametrize(
