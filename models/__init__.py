@@ -1,6 +1,7 @@
 """Model families, each a PyroModule with ``.model(...)`` and ``.guide(...)``."""
 
+from pplgen.models.hierarchical import EightSchools, MultilevelRegression
 from pplgen.models.sbn import HelmholtzMachine, SigmoidBeliefNet
 from pplgen.models.vae import VAE
 
-__all__ = ["VAE", "HelmholtzMachine", "SigmoidBeliefNet"]
+__all__ = ["VAE", "EightSchools", "HelmholtzMachine", "MultilevelRegression", "SigmoidBeliefNet"]

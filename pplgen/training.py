@@ -216,7 +216,9 @@ def fit(
         (``"svi"``, ``"iwae"``, ...; see :mod:`pplgen.inference`).
     :param data: a tensor ``(N, ...)``, a ``Dataset`` or a ``DataLoader``.
         Each batch is passed to model and guide as their arguments (a tuple
-        batch is unpacked).
+        batch is unpacked). A tuple is the programs' arguments themselves
+        (e.g. ``(sigma, y)`` of eight schools), passed whole at every step:
+        an epoch is one step.
     :param epochs, steps: how long to train (at least one of them; training
         stops at whichever comes first).
     :param lr: a learning rate or one per role, ``{"model", "guide", "helper"}``.
@@ -245,7 +247,7 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
     device = _resolve_device(device)
-    batches = _Batches(data, batch_size, seed, device)
+    batches = _WholeArguments(data, device) if isinstance(data, tuple) else _Batches(data, batch_size, seed, device)
     valid_data = None if valid_data is None else _checked_tensor(valid_data, "valid_data").to(device)
     for module in owning_modules(model, guide):
         module.to(device)
@@ -341,6 +343,26 @@ def held_out_scores(model, guide, data, num_samples, ais_options=None):
         "elbo": evaluate.elbo(model, data, guide=guide).mean().item(),
         "estimator": f"importance sampling (K={num_samples})",
     }
+
+
+class _WholeArguments:
+    """The programs' arguments given as a tuple, passed whole at every step (one step per epoch)."""
+
+    def __init__(self, arguments, device):
+        self.arguments = tuple(
+            _checked_tensor(a, f"data[{i}]").to(device) if isinstance(a, torch.Tensor) else a
+            for i, a in enumerate(arguments)
+        )
+
+    def __len__(self):
+        return 1
+
+    def first(self):
+        return self.arguments
+
+    def epoch(self, epoch, skip):
+        if skip == 0:
+            yield self.arguments
 
 
 class _Batches:
