@@ -12,6 +12,7 @@
 
 from pplgen import data, evaluate
 from pplgen.engine import Engine, Loss, UnsupportedModelError
+from pplgen.structure import graph
 from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
 
 from pplgen import inference  # noqa: E402  (the engine registry; engines import the core above)
@@ -28,5 +29,6 @@ __all__ = [
     "data",
     "evaluate",
     "fit",
+    "graph",
     "inference",
 ]

@@ -5,6 +5,7 @@ for a malformed pair) with the site's name and what to do, so a user never
 meets a silent prior sample or a shape broadcast deep inside a loss.
 """
 
+import pyro.distributions as dist
 import torch
 
 from pplgen.distributions import is_implicit
@@ -49,7 +50,7 @@ def check_reparameterizable(particles, engine_name, alternatives):
         if not site["fn"].has_rsample:
             others = ", ".join(alternatives) if alternatives else "no registered engine"
             raise UnsupportedModelError(
-                f"site '{site['name']}' is a {_distribution_name(site['fn'])} and has no rsample: "
+                f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
                 "(score-function engines), or reparameterize the site."
             )
@@ -111,7 +112,8 @@ def _parameters(fn):
     return [v for k, v in vars(fn).items() if k in fn.arg_constraints and isinstance(v, torch.Tensor)]
 
 
-def _distribution_name(fn):
-    while hasattr(fn, "base_dist"):
+def distribution_name(fn):
+    """The distribution's class name under ``to_event``, ``expand`` and ``mask`` (HalfCauchy stays HalfCauchy)."""
+    while isinstance(fn, (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)):
         fn = fn.base_dist
     return type(fn).__name__

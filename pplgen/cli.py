@@ -53,10 +53,13 @@ import torch
 import pplgen
 from pplgen import data, inference, models, plots
 from pplgen.engine import UnsupportedModelError
+from pplgen.reports import posterior_report
 from pplgen.training import NonFiniteLossError, fit, held_out_scores
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
 DEFAULT_EPOCHS = 10
+#: Learning rate of the image families when ``--lr`` is not given.
+DEFAULT_LR = 1e-3
 #: Importance samples of the evaluations made during training (the final one uses ``--eval-samples``).
 PERIODIC_EVAL_SAMPLES = 100
 #: The values of ``--binarize`` and what :func:`pplgen.data.load` receives for each.
@@ -80,6 +83,7 @@ MODEL_OPTIONS = {
     "--latent": "latent_dim",
     "--hidden": "hidden",
     "--guide": "guide",
+    "--parameterization": "parameterization",
     "--layers": "layers",
     "--nonlinear": "nonlinear",
 }
@@ -139,6 +143,53 @@ MODELS = {
         description="Helmholtz machine, a logistic-linear sbn",
         engine="wake_sleep",
         options={"layers": (200, 200)},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BayesianFamily:
+    """How ``pplgen fit`` builds a Bayesian model with its own data, fitted and then diagnosed.
+
+    ``build(**options)`` returns a module with ``.model`` and ``.guide``;
+    ``arguments()`` returns the programs' arguments and the coordinates of
+    their named dims; ``steps`` and ``lr`` are the defaults of ``--steps`` and ``--lr``.
+    """
+
+    build: Callable
+    arguments: Callable
+    description: str
+    options: dict
+    steps: int
+    lr: float
+
+
+def _eight_schools_arguments():
+    schools = data.eight_schools()
+    return (schools.sigma, schools.y), {"school": list(schools.schools)}
+
+
+def _sleepstudy_arguments():
+    study = data.sleepstudy()
+    return (study.days, study.subject, study.num_subjects, study.reaction), {"subject": list(study.subjects)}
+
+
+BAYESIAN_MODELS = {
+    "eight-schools": BayesianFamily(
+        models.EightSchools,
+        _eight_schools_arguments,
+        description="eight schools (Rubin 1981), hierarchical normal model",
+        options={"parameterization": "non_centered", "guide": "full_rank"},
+        steps=3000,
+        lr=0.02,
+    ),
+    "multilevel": BayesianFamily(
+        models.MultilevelRegression,
+        _sleepstudy_arguments,
+        description="varying intercepts and slopes on lme4's sleepstudy",
+        options={"guide": "full_rank"},
+        steps=3000,
+        lr=0.02,
     ),
 }
 
@@ -204,7 +255,8 @@ def build_parser():
 
 def _add_fit(commands):
     """The ``fit`` subcommand and its options."""
-    models_help = "; ".join(f"{name}: {family.description}" for name, family in MODELS.items())
+    families = {**MODELS, **BAYESIAN_MODELS}
+    models_help = "; ".join(f"{name}: {family.description}" for name, family in families.items())
     fit_parser = commands.add_parser(
         "fit",
         help="train a model with an engine, evaluate it on held-out data and write a run folder",
@@ -216,7 +268,7 @@ def _add_fit(commands):
         formatter_class=_HelpFormatter,
     )
     fit_parser.set_defaults(run=_fit_command)
-    fit_parser.add_argument("model", choices=sorted(MODELS), metavar="MODEL", help=f"model family ({models_help})")
+    fit_parser.add_argument("model", choices=sorted(families), metavar="MODEL", help=f"model family ({models_help})")
     _add_engine_arguments(fit_parser.add_argument_group("engine (each option names the engines that take it)"))
     _add_data_arguments(fit_parser.add_argument_group("data"))
     _add_model_arguments(fit_parser.add_argument_group("model (each option names the models that take it)"))
@@ -273,8 +325,14 @@ def _add_model_arguments(group):
     option("--hidden", type=_layer_sizes, metavar="SIZES", help="hidden layer sizes, e.g. 200,200 (vae; default 400)")
     option(
         "--guide",
-        choices=["gaussian", "implicit"],
-        help="Gaussian q(z | x), or an implicit sampler z = g(x, e) trained by avb (vae; default gaussian)",
+        choices=["gaussian", "implicit", "mean_field", "full_rank"],
+        help="vae: gaussian q(z | x) (default) or implicit, a sampler z = g(x, e) trained by avb; "
+        "eight-schools, multilevel: mean_field or full_rank (default) autoguide",
+    )
+    option(
+        "--parameterization",
+        choices=["centered", "non_centered"],
+        help="eight-schools: theta drawn around mu (centered) or as mu + tau * theta_t (non_centered, default)",
     )
     option(
         "--layers",
@@ -323,7 +381,7 @@ def _add_training_arguments(group):
     )
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
     group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
-    group.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    group.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel)")
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -354,6 +412,17 @@ def _add_output_arguments(group):
         "--out", type=Path, metavar="PATH", help="run folder (default: runs/MODEL-ENGINE-DATA; replaces a run there)"
     )
     group.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder, if any")
+    group.add_argument(
+        "--compare-nuts",
+        action="store_true",
+        help="eight-schools, multilevel: also run NUTS on the same program and compare the posteriors",
+    )
+    group.add_argument("--nuts-warmup", type=_positive_int, default=1000, metavar="N", help="NUTS warm-up steps per chain")
+    group.add_argument("--nuts-samples", type=_positive_int, default=1000, metavar="N", help="NUTS draws per chain")
+    group.add_argument("--nuts-chains", type=_positive_int, default=4, metavar="N", help="NUTS chains")
+    group.add_argument(
+        "--posterior-samples", type=_positive_int, default=4000, metavar="N", help="guide draws in posterior.nc"
+    )
 
 
 def _positive_int(text):
@@ -393,6 +462,10 @@ def _baseline(text):
 
 def _fit_command(args):
     """``pplgen fit``: train, evaluate on held-out data, write the run folder, print a summary."""
+    if args.model in BAYESIAN_MODELS:
+        return _fit_bayesian(args)
+    if args.compare_nuts:
+        raise ValueError(f"--compare-nuts applies to {', '.join(BAYESIAN_MODELS)}, not to '{args.model}'")
     family = MODELS[args.model]
     engine_name = args.engine or family.engine
     model_options = _model_options(args, family)
@@ -414,7 +487,7 @@ def _fit_command(args):
         epochs=epochs,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr or DEFAULT_LR,
         seed=args.seed,
         device=args.device,
         valid_data=x_test,
@@ -444,6 +517,58 @@ def _fit_command(args):
     write_json(out / "metrics.json", record)
     print(summary(record))
     return 0
+
+
+def _fit_bayesian(args):
+    """``pplgen fit eight-schools|multilevel``: fit, then diagnose (k̂, and NUTS with ``--compare-nuts``)."""
+    family = BAYESIAN_MODELS[args.model]
+    if args.epochs is not None:
+        raise ValueError(f"'{args.model}' trains on its whole data set at every step: give --steps, not --epochs")
+    given = _given(args, MODEL_OPTIONS)
+    _refuse("model", args.model, MODEL_OPTIONS, given, family.options)
+    engine_name = args.engine or "svi"
+    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
+    arguments, coords = family.arguments()
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    model = family.build(**{**family.options, **given})
+    out = args.out or Path("runs") / f"{args.model}-{engine_name}"
+    nuts_options = {"num_warmup": args.nuts_warmup, "num_samples": args.nuts_samples, "num_chains": args.nuts_chains}
+    record = posterior_report(
+        model,
+        engine,
+        arguments,
+        out,
+        steps=args.steps or family.steps,
+        lr=args.lr or family.lr,
+        seed=args.seed,
+        num_samples=args.posterior_samples,
+        compare_nuts=args.compare_nuts,
+        nuts_options=nuts_options,
+        coords=coords,
+        progress=args.progress,
+    )
+    print(_bayesian_summary(args.model, record, out))
+    return 0
+
+
+def _bayesian_summary(name, record, out):
+    config = record["config"]
+    lines = [
+        f"{name} ({config['model']}) trained by {config['engine']} for {config['steps']} steps "
+        f"in {record['fit_wall_time_s']:.1f} s; final loss {record['final_loss']:.2f}",
+        f"  PSIS k-hat {record['khat']:.2f}: {record['khat_reading']} (< 0.5 good, 0.5-0.7 ok, > 0.7 unreliable)",
+    ]
+    if "comparison" in record:
+        lines.append(f"  NUTS ({record['nuts_backend']}) in {record['nuts_wall_time_s']:.1f} s; VI against NUTS:")
+        lines.append(f"    {'parameter':<16} {'vi mean':>9} {'nuts mean':>9} {'vi sd':>8} {'nuts sd':>8} {'W1':>7}")
+        for parameter, row in list(record["comparison"].items())[:12]:
+            lines.append(
+                f"    {parameter:<16} {row['vi_mean']:>9.3f} {row['nuts_mean']:>9.3f} {row['vi_sd']:>8.3f} "
+                f"{row['nuts_sd']:>8.3f} {row['wasserstein']:>7.3f}"
+            )
+    lines.append(f"  run folder: {out}")
+    return "\n".join(lines)
 
 
 def _test_scores(model, x_test, num_samples, ais_options):

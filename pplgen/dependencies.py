@@ -46,8 +46,8 @@ def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
     latents = [site["name"] for site in guide_sites]
     leaves = {site["name"]: site["value"] for site in guide_sites if site["value"].requires_grad}
     opaque = set(latents) - set(leaves)
-    model_reads = {site["name"]: _reads(site, leaves) | opaque for site in model_sites}
-    guide_reads = {site["name"]: _reads(site, leaves) | opaque | {site["name"]} for site in guide_sites}
+    model_reads = {site["name"]: density_reads(site, leaves) | opaque for site in model_sites}
+    guide_reads = {site["name"]: density_reads(site, leaves) | opaque | {site["name"]} for site in guide_sites}
     descendants = _descendants(latents, guide_reads)
     return Downstream(
         model={s: frozenset(n for n, reads in model_reads.items() if reads & descendants[s]) for s in latents},
@@ -68,13 +68,13 @@ def prior_parents(model, guide, args, kwargs, *, max_plate_nesting):
         )
     leaves = {s["name"]: s["value"] for s in particles.sites(particles.guide_trace) if s["value"].requires_grad}
     return {
-        site["name"]: _reads(site, leaves) - {site["name"]}
+        site["name"]: density_reads(site, leaves) - {site["name"]}
         for site in particles.sites(particles.model_trace, observed=False)
     }
 
 
-def _reads(site, leaves):
-    """Names of the latents whose values the site's log-density is a function of."""
+def density_reads(site, leaves):
+    """Names of the latents (of ``{name: leaf value}``) whose values the site's log-density is a function of."""
     log_prob = site_log_prob(site)
     if not log_prob.requires_grad or not leaves:
         return set()

@@ -280,3 +280,33 @@ def test_python_dash_m_runs_the_command_line():
     )
     assert completed.returncode == 0
     assert completed.stdout.startswith("usage: pplgen fit")
+
+
+def test_eight_schools_run_folder_compares_with_nuts(tmp_path):
+    nuts = ["--nuts-warmup", "100", "--nuts-samples", "100", "--nuts-chains", "1", "--posterior-samples", "200"]
+    command = ["fit", "eight-schools", "--guide", "mean_field", "--parameterization", "centered", "--steps", "30"]
+    status, stdout = run([*command, "--compare-nuts", *nuts, "--no-progress", "--out", str(tmp_path)])
+    assert status == 0
+    for name in ("posterior.nc", "nuts.nc", "comparison.csv", "comparison.png", "graph.png", "loss.png", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    assert not list(tmp_path.glob("*.tmp*"))
+    metrics = read_metrics(tmp_path)
+    assert metrics["khat_reading"] in ("good", "ok", "unreliable") and metrics["nuts_backend"] == "numpyro"
+    assert set(metrics["comparison"]) >= {"mu", "tau", "theta[0]"}
+    assert "PSIS k-hat" in stdout and "VI against NUTS" in stdout
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["fit", "eight-schools", "--epochs", "2"], "give --steps, not --epochs"),
+        (["fit", "eight-schools", "--latent", "3"], "model 'eight-schools' does not take --latent"),
+        (["fit", "multilevel", "--parameterization", "centered"], "model 'multilevel' does not take --parameterization"),
+        (["fit", "eight-schools", "--guide", "gaussian", "--steps", "1"], "guide must be one of"),
+        (["fit", "vae", "--compare-nuts", *TINY], "--compare-nuts applies to eight-schools, multilevel"),
+    ],
+)
+def test_bayesian_family_mistakes_are_named(command, message, tmp_path, capsys):
+    status, _ = run([*command, "--out", str(tmp_path)])
+    assert status == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Fit, then diagnose against NUTS: the run folder of a Bayesian model (what ``pplgen fit eight-schools`` writes).
+
+::
+
+    report = pplgen.reports.posterior_report(EightSchools(), "svi", (sigma, y), "runs/eight-schools",
+                                              steps=3000, compare_nuts=True, coords={"school": names})
+    report["khat"], report["comparison"]
+
+The folder holds ``posterior.nc`` (the guide's ``arviz.InferenceData``),
+``graph.png`` (the model's structure), ``loss.png``, ``metrics.json`` (the
+configuration, the final loss, PSIS k̂ and its reading, wall times) and, with
+``compare_nuts``, ``nuts.nc`` (NumPyro's NUTS on the same program),
+``comparison.csv`` and ``comparison.png`` (VI against NUTS, per parameter).
+Every file is written whole or not at all.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from pplgen import diagnostics, plots, structure
+from pplgen.training import fit
+
+
+def posterior_report(
+    model,
+    engine,
+    arguments,
+    out,
+    *,
+    steps=3000,
+    lr=0.02,
+    seed=0,
+    num_samples=4000,
+    compare_nuts=False,
+    nuts_options=None,
+    coords=None,
+    progress=True,
+):
+    """Fit ``model`` (with ``.model`` and ``.guide``) on the programs' ``arguments`` and write the run folder ``out``.
+
+    Returns the content of ``metrics.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = fit(model, engine, arguments, steps=steps, lr=lr, seed=seed, progress=progress)
+    fit_seconds = time.perf_counter() - start
+    posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
+    khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
+    _write_atomically(out / "posterior.nc", posterior.to_netcdf)
+    structure.draw(structure.graph(model.model, *arguments), out / "graph.png", title="model structure")
+    plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
+    record = {
+        "config": {"model": type(model).__name__, "engine": result.engine.name, "engine_options": result.engine.options(),
+                   "steps": steps, "lr": lr, "seed": seed, "num_samples": num_samples},
+        "final_loss": result.history[-1]["loss"],
+        "khat": khat.khat,
+        "khat_reading": khat.reading,
+        "fit_wall_time_s": fit_seconds,
+    }
+    if compare_nuts:
+        start = time.perf_counter()
+        reference = diagnostics.nuts_reference(model.model, *arguments, coords=coords, **(nuts_options or {}))
+        record["nuts_wall_time_s"] = time.perf_counter() - start
+        record["nuts_backend"] = reference.attrs["nuts_backend"]
+        comparison = diagnostics.compare(posterior, reference)
+        _write_atomically(out / "nuts.nc", reference.to_netcdf)
+        _write_atomically(out / "comparison.csv", comparison.table.to_csv)
+        _write_atomically(out / "comparison.png", comparison.figure.savefig)
+        plt.close(comparison.figure)
+        record["comparison"] = json.loads(comparison.table.to_json(orient="index"))
+    _write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def _write_atomically(path, write):
+    """``write(temporary path)``, then rename it to ``path``."""
+    temporary = path.with_name(path.name + ".tmp" + path.suffix)
+    try:
+        write(str(temporary))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
