@@ -53,7 +53,7 @@ import torch
 import pplgen
 from pplgen import data, inference, models, plots
 from pplgen.engine import UnsupportedModelError
-from pplgen.reports import posterior_report
+from pplgen.reports import posterior_report, topic_report
 from pplgen.training import NonFiniteLossError, fit, held_out_scores
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
@@ -84,6 +84,7 @@ MODEL_OPTIONS = {
     "--hidden": "hidden",
     "--guide": "guide",
     "--parameterization": "parameterization",
+    "--topics": "num_topics",
     "--layers": "layers",
     "--nonlinear": "nonlinear",
 }
@@ -194,6 +195,10 @@ BAYESIAN_MODELS = {
 }
 
 
+#: ``pplgen fit lda``: the engines of each route (the engine picks the model).
+TOPIC_ROUTES = {"svi": "ProdLDA", "iwae": "ProdLDA", "rws": "LDA", "vimco": "LDA", "nvil": "LDA"}
+
+
 class _UsageError(Exception):
     """A command line argparse rejected, with the usage of the (sub)command."""
 
@@ -257,6 +262,8 @@ def _add_fit(commands):
     """The ``fit`` subcommand and its options."""
     families = {**MODELS, **BAYESIAN_MODELS}
     models_help = "; ".join(f"{name}: {family.description}" for name, family in families.items())
+    models_help += "; lda: topic model on gensim's Lee corpus, ProdLDA with svi or iwae, LDA with rws, vimco or nvil"
+    families = [*families, "lda"]
     fit_parser = commands.add_parser(
         "fit",
         help="train a model with an engine, evaluate it on held-out data and write a run folder",
@@ -334,6 +341,7 @@ def _add_model_arguments(group):
         choices=["centered", "non_centered"],
         help="eight-schools: theta drawn around mu (centered) or as mu + tau * theta_t (non_centered, default)",
     )
+    option("--topics", type=_positive_int, metavar="K", help="number of topics (lda; default 20)")
     option(
         "--layers",
         type=_layer_sizes,
@@ -466,6 +474,8 @@ def _fit_command(args):
         return _fit_bayesian(args)
     if args.compare_nuts:
         raise ValueError(f"--compare-nuts applies to {', '.join(BAYESIAN_MODELS)}, not to '{args.model}'")
+    if args.model == "lda":
+        return _fit_topics(args)
     family = MODELS[args.model]
     engine_name = args.engine or family.engine
     model_options = _model_options(args, family)
@@ -549,6 +559,42 @@ def _fit_bayesian(args):
         progress=args.progress,
     )
     print(_bayesian_summary(args.model, record, out))
+    return 0
+
+
+def _fit_topics(args):
+    """``pplgen fit lda``: ProdLDA (svi, iwae) or LDA with per-token topics (rws, vimco, nvil) on the Lee corpus."""
+    engine_name = args.engine or "svi"
+    if engine_name not in TOPIC_ROUTES:
+        raise ValueError(f"lda trains with {', '.join(TOPIC_ROUTES)} (svi, iwae: ProdLDA; the others: LDA), not {engine_name}")
+    given = _given(args, MODEL_OPTIONS)
+    _refuse("model", "lda", MODEL_OPTIONS, given, {"num_topics"})
+    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
+    train, test = data.lee_corpus("train"), data.lee_corpus("test")
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    model = getattr(models, TOPIC_ROUTES[engine_name])(train.num_words, num_topics=given.get("num_topics", 20))
+    out = args.out or Path("runs") / f"lda-{engine_name}"
+    record = topic_report(
+        model,
+        engine,
+        train,
+        test,
+        out,
+        epochs=args.epochs or 200,
+        batch_size=args.batch_size,
+        lr=args.lr or 1e-2,
+        seed=args.seed,
+        num_samples=args.eval_samples,
+        progress=args.progress,
+    )
+    print(
+        f"lda: {record['config']['model']} trained by {engine_name} for {record['config']['epochs']} epochs in "
+        f"{record['fit_wall_time_s']:.1f} s\n  held-out perplexity {record['test_perplexity']:.1f} "
+        f"(uniform {record['uniform_perplexity']}, unigram {record['unigram_perplexity']:.1f}); "
+        f"NPMI {record['npmi_mean']:+.3f}\n" + "\n".join(f"  {' '.join(t['top_words'])}" for t in record["topics"][:5])
+        + f"\n  run folder: {out}"
+    )
     return 0
 
 

@@ -18,6 +18,16 @@ independent estimates on the same batch and reports, per parameter group,
     stats = gradient_variance("nvil", sbn, x, num_estimates=100)
     stats.groups["guide"].variance, stats.groups["guide"].snr
     plot_gradient_variance({"nvil": stats, "reinforce": reference}, "variance.png")
+
+For the posterior of a fitted guide: :func:`to_inference_data` (guide draws
+as ``arviz.InferenceData``), :func:`psis_khat` (is the guide a good proposal
+for the posterior?), :func:`nuts_reference` (NUTS on the same program, by
+NumPyro through ``pyroapi``) and :func:`compare` (VI against NUTS, a table and
+a figure)::
+
+    vi = to_inference_data(schools, (sigma, y))
+    psis_khat(schools, (sigma, y)).reading
+    compare(vi, nuts_reference(schools.model, sigma, y)).figure.savefig("vi-vs-nuts.png")
 """
 
 import math

@@ -1,4 +1,5 @@
-"""Fit, then diagnose against NUTS: the run folder of a Bayesian model (what ``pplgen fit eight-schools`` writes).
+"""Run folders of the Bayesian and topic models: fit, then diagnose (what ``pplgen fit eight-schools``,
+``multilevel`` and ``lda`` write).
 
 ::
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from pplgen import diagnostics, plots, structure
+from pplgen import diagnostics, evaluate, plots, structure, topics
 from pplgen.training import fit
 
 
@@ -85,3 +86,42 @@ def _write_atomically(path, write):
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True):
+    """Fit a topic model (:mod:`pplgen.models.lda`) on ``train`` (a :class:`~pplgen.data.Corpus`) and write
+    the run folder ``out``: ``metrics.json`` (held-out perplexity beside the uniform and unigram
+    baselines, NPMI coherence per topic on ``test``, top words, wall times), ``topics.txt``, ``loss.png``
+    and ``graph.png``. ProdLDA reads word counts, LDA token ids. Returns the content of ``metrics.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    field = "counts" if hasattr(model, "initialize_background") else "tokens"
+    if field == "counts":
+        model.initialize_background(train.counts)
+    start = time.perf_counter()
+    result = fit(model, engine, getattr(train, field), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    log_likelihood = evaluate.log_likelihood(model, getattr(test, field), num_samples=num_samples, batch_size=20)
+    words = topics.top_words(model.topic_words(), train.vocabulary, 10)
+    coherence = topics.npmi_coherence(model.topic_words(), test.counts)
+    record = {
+        "config": {"model": type(model).__name__, "engine": result.engine.name, "engine_options": result.engine.options(),
+                   "num_topics": model.num_topics, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "steps": result.trainer.num_steps,
+        "fit_wall_time_s": fit_seconds,
+        "seconds_per_epoch": fit_seconds / epochs,
+        "test_perplexity": topics.perplexity(log_likelihood, test.counts),
+        "uniform_perplexity": train.num_words,
+        "unigram_perplexity": topics.unigram_perplexity(train.counts, test.counts),
+        "evaluation": f"importance sampling (K={num_samples}) on {len(test.counts)} held-out documents",
+        "eval_wall_time_s": time.perf_counter() - start,
+        "npmi_mean": float(coherence.mean()),
+        "topics": [{"npmi": float(score), "top_words": top} for score, top in zip(coherence, words)],
+    }
+    lines = [f"{i:>2}  npmi {row['npmi']:+.3f}  {' '.join(row['top_words'])}" for i, row in enumerate(record["topics"])]
+    _write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
+    structure.draw(structure.graph(model.model, getattr(test, field)[:2]), out / "graph.png", title="model structure")
+    plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
+    _write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    return record

@@ -310,3 +310,22 @@ def test_bayesian_family_mistakes_are_named(command, message, tmp_path, capsys):
     status, _ = run([*command, "--out", str(tmp_path)])
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine, model", [("svi", "ProdLDA"), ("rws", "LDA")])
+def test_lda_run_folder_reports_perplexity_and_topics(engine, model, tmp_path):
+    pytest.importorskip("gensim", reason="the Lee corpus ships in gensim's test data")
+    command = ["fit", "lda", "--engine", engine, "--topics", "4", "--epochs", "1", "--eval-samples", "5"]
+    status, stdout = run([*command, "--no-progress", "--out", str(tmp_path)])
+    assert status == 0
+    for name in ("metrics.json", "topics.txt", "loss.png", "graph.png"):
+        assert (tmp_path / name).is_file(), name
+    metrics = read_metrics(tmp_path)
+    assert metrics["config"]["model"] == model and len(metrics["topics"]) == 4
+    assert metrics["test_perplexity"] > 1 and metrics["uniform_perplexity"] == 1532
+    assert "held-out perplexity" in stdout
+
+
+def test_lda_refuses_engines_of_neither_route(tmp_path, capsys):
+    status, _ = run(["fit", "lda", "--engine", "wake_sleep", "--out", str(tmp_path)])
+    assert status == 2 and "lda trains with svi, iwae, rws, vimco, nvil" in capsys.readouterr().err
