@@ -81,7 +81,14 @@ class WordOfTopic(dist.TorchDistribution):
         return self.log_topics[self.topic, value.clamp(min=0)]
 
     def sample(self, sample_shape=torch.Size()):
-        return dist.Categorical(logits=self.log_topics[self.topic]).sample(sample_shape)
+        """One word per topic id, drawn topic by topic (never a ``(…, V)`` tensor)."""
+        topic = self.topic.expand(torch.Size(sample_shape) + self.topic.shape)
+        words = torch.empty_like(topic)
+        probs = self.log_topics.detach().exp()
+        for k in topic.unique().tolist():
+            where = topic == k
+            words[where] = torch.multinomial(probs[k], int(where.sum()), replacement=True)
+        return words
 
 
 class ProdLDA(PyroModule):

@@ -41,7 +41,7 @@ class PosteriorDraws:
     """S draws of a guide and what the model says of them.
 
     ``posterior``: the latents; ``posterior_predictive``: a replicated data set
-    per draw; ``log_likelihood``: log p(x_i | z) per observation and draw;
+    per draw (of each observed site whose distribution can draw); ``log_likelihood``: log p(x_i | z) per observation and draw;
     ``observed_data``: the observations (no draw dim); ``log_weights``:
     log p(x, z) − log q(z) per draw, shape ``(S,)``.
     """
@@ -68,8 +68,12 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
         if not site["is_observed"]:
             draws.posterior.add(site["name"], value, dims)
             continue
-        predictive = site["fn"].sample()
-        draws.posterior_predictive.add(site["name"], *named_value(site, predictive, nesting, draws=num_samples))
+        try:
+            predictive = site["fn"].sample()
+        except NotImplementedError:  # a distribution that only scores observations (e.g. a bag of words)
+            predictive = None
+        if predictive is not None:
+            draws.posterior_predictive.add(site["name"], *named_value(site, predictive, nesting, draws=num_samples))
         log_likelihood = site_log_prob(site)
         draws.log_likelihood.add(site["name"], *named_value(site, log_likelihood, nesting, draws=num_samples, event=False))
         draws.observed_data.add(site["name"], *named_value(site, site["value"], nesting, draws=None))

@@ -91,8 +91,9 @@ def _write_atomically(path, write):
 def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True):
     """Fit a topic model (:mod:`pplgen.models.lda`) on ``train`` (a :class:`~pplgen.data.Corpus`) and write
     the run folder ``out``: ``metrics.json`` (held-out perplexity beside the uniform and unigram
-    baselines, NPMI coherence per topic on ``test``, top words, wall times), ``topics.txt``, ``loss.png``
-    and ``graph.png``. ProdLDA reads word counts, LDA token ids. Returns the content of ``metrics.json``."""
+    baselines, NPMI coherence per topic on ``test``, top words, PSIS k̂ of the guide on the held-out
+    documents, wall times), ``posterior.nc`` (``num_samples`` guide draws for them), ``topics.txt``,
+    ``loss.png`` and ``graph.png``. ProdLDA reads word counts, LDA token ids. Returns the content of ``metrics.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     field = "counts" if hasattr(model, "initialize_background") else "tokens"
@@ -103,6 +104,10 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     log_likelihood = evaluate.log_likelihood(model, getattr(test, field), num_samples=num_samples, batch_size=20)
+    held_out = getattr(test, field)
+    posterior = diagnostics.to_inference_data(model, held_out, num_samples=num_samples)
+    _write_atomically(out / "posterior.nc", posterior.to_netcdf)
+    khat = diagnostics.psis_khat(model, held_out, num_samples=max(num_samples, 1000))
     words = topics.top_words(model.topic_words(), train.vocabulary, 10)
     coherence = topics.npmi_coherence(model.topic_words(), test.counts)
     record = {
@@ -117,6 +122,8 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
         "evaluation": f"importance sampling (K={num_samples}) on {len(test.counts)} held-out documents",
         "eval_wall_time_s": time.perf_counter() - start,
         "npmi_mean": float(coherence.mean()),
+        "khat": khat.khat,
+        "khat_reading": khat.reading,
         "topics": [{"npmi": float(score), "top_words": top} for score, top in zip(coherence, words)],
     }
     lines = [f"{i:>2}  npmi {row['npmi']:+.3f}  {' '.join(row['top_words'])}" for i, row in enumerate(record["topics"])]

@@ -318,11 +318,12 @@ def test_lda_run_folder_reports_perplexity_and_topics(engine, model, tmp_path):
     command = ["fit", "lda", "--engine", engine, "--topics", "4", "--epochs", "1", "--eval-samples", "5"]
     status, stdout = run([*command, "--no-progress", "--out", str(tmp_path)])
     assert status == 0
-    for name in ("metrics.json", "topics.txt", "loss.png", "graph.png"):
+    for name in ("metrics.json", "topics.txt", "loss.png", "graph.png", "posterior.nc"):
         assert (tmp_path / name).is_file(), name
     metrics = read_metrics(tmp_path)
     assert metrics["config"]["model"] == model and len(metrics["topics"]) == 4
     assert metrics["test_perplexity"] > 1 and metrics["uniform_perplexity"] == 1532
+    assert metrics["khat_reading"] in ("good", "ok", "unreliable")
     assert "held-out perplexity" in stdout
 
 

@@ -74,3 +74,11 @@ def test_bad_inputs_are_named():
         LDA(5).model(torch.ones(2, 4))
     with pytest.raises(ValueError, match="token id 7 is outside the vocabulary of 5 words"):
         LDA(5).model(torch.tensor([[7, 1]]))
+
+
+def test_word_of_topic_draws_from_each_topic():
+    log_topics = torch.log(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).clamp(min=1e-30))
+    topic = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    words = WordOfTopic(log_topics, topic).sample((4,))
+    assert words.shape == (4, 2, 3)
+    assert torch.equal(words, (topic * 2).expand(4, 2, 3))
