@@ -513,6 +513,7 @@ def _fit_command(args):
     config = _config(
         args,
         engine=engine_name,
+        lr=args.lr or DEFAULT_LR,
         binarize=binarize,
         epochs=epochs,
         model_options=model_options,
