@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from pyro import poutine
 
-from pplgen.particles import DetachLatents, is_sample_site, site_log_prob
+from pplgen.engine import UnsupportedModelError
+from pplgen.particles import DetachLatents, is_auxiliary, is_sample_site, site_log_prob
 
 
 @dataclass
@@ -69,6 +70,13 @@ def dream(model, args, kwargs, *, data_arguments=None):
 def sleep_log_density(guide, dreamed):
     """Σ over guide sites of scale · log q(z̃ | x̃) at a dream: the sleep-phase objective."""
     guide_trace = poutine.trace(poutine.replay(guide, trace=dreamed.trace)).get_trace(*dreamed.args, **dreamed.kwargs)
+    for site in guide_trace.nodes.values():
+        if is_sample_site(site) and is_auxiliary(site):
+            raise UnsupportedModelError(
+                f"guide site '{site['name']}' is auxiliary (the model has no such site, as in Pyro's autoguides): "
+                "the sleep phase scores the guide at latents dreamed from the model and cannot score it; "
+                "use rws with phi='wake', svi or iwae."
+            )
     return sum(
         site["scale"] * site_log_prob(site).sum() for site in guide_trace.nodes.values() if is_sample_site(site)
     )

