@@ -1,7 +1,6 @@
 """Topic models on gensim's Lee corpus: both routes learn, held-out perplexity beats the uniform-topic
 baseline, and the measures of pplgen.topics are right on hand-made counts."""
 
-
 import pyro
 import pytest
 import torch
