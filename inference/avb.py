@@ -16,8 +16,10 @@ which needs no log q. Per role, in one surrogate routed by ``detach()``:
 * ψ gets only the discriminator's logistic loss, on detached samples, so
   nothing of it reaches θ or φ.
 
-The contrast c is the prior p(z) (the paper's §3.2; T then absorbs log p(z),
-which must be a product of independent sites) or, with
+The contrast c is the prior p(z) (the paper's §3.2; T then absorbs log p(z).
+Its sites must not read each other: θ's term log p_θ(z) is taken with each z
+held fixed, and a site whose prior reads another latent would pass φ a
+gradient through that parent) or, with
 ``adaptive_contrast=True`` (§3.3), a Gaussian r(z | x) with each datum's mean
 and standard deviation over the K particles, held fixed in the gradient. The
 discriminator then sees the standardized z̃ = (z − μ)/σ against ε ~ N(0, I);
@@ -130,7 +132,8 @@ class AVB(ParticleEngine):
 
     def _pairs(self, particles):
         """Observed data and latents of each particle and datum, ``(K, *factor_sizes, features)`` each."""
-        z = latent_features(particles, particles.guide_trace)
+        # The model trace holds the guide's draws (path kept) in the model's site order, as the prior trace does.
+        z = latent_features(particles, particles.model_trace)
         x = observed_features(particles, z.shape[1:-1], z.dtype)
         if x is None:
             raise UnsupportedModelError(

@@ -17,9 +17,10 @@ an identity mass matrix; each datum's step size is adapted after every
 transition toward the acceptance rate ``target_acceptance`` (×1.02 or ÷1.02),
 as Wu et al. do. The latents must be continuous.
 
-Cost: T × (leapfrog_steps + 1) passes of the model over C × batch, each with
-a backward pass, about T × (leapfrog_steps + 1) / K times the cost of
-importance sampling with K particles.
+Cost: about T × leapfrog_steps passes of the model over C × batch, each
+with a backward pass: about T × leapfrog_steps × C / K times the cost of
+importance sampling with K particles. Diverging leapfrog trajectories
+(non-finite densities) are rejected, not raised.
 """
 
 import math
@@ -75,7 +76,8 @@ def ais(
         raise TypeError(f"model must be a Pyro program or have a .model method, got {type(model).__name__}")
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"data must be a tensor of shape (N, ...), got {type(data).__name__}")
-    betas = annealing_schedule(num_steps, schedule, dtype=data.dtype, device=data.device)
+    dtype = data.dtype if data.is_floating_point() else torch.get_default_dtype()
+    betas = annealing_schedule(num_steps, schedule, dtype=dtype, device=data.device)
     results = []
     for batch in data.split(batch_size):
         target = _Target(model, batch, num_chains)
@@ -102,6 +104,8 @@ def _anneal(target, betas, leapfrog_steps, step_size, target_acceptance):
     step = torch.full(log_lik.shape[1:], float(step_size), dtype=log_lik.dtype, device=log_lik.device)
     for previous, beta in zip(betas[:-1], betas[1:]):
         log_w += (beta - previous) * log_lik
+        if beta == betas[-1]:  # the weights are complete; a last move would not change them
+            break
         state = _State(u, log_prior, log_lik, grad_prior, grad_lik)
         state, accepted = _hmc(target, state, beta, step, leapfrog_steps)
         u, log_prior, log_lik, grad_prior, grad_lik = state.u, state.log_prior, state.log_lik, state.grad_prior, state.grad_lik
@@ -172,8 +176,9 @@ class _Target:
                     f"site '{site['name']}' is discrete ({type(site['fn']).__name__}): ais moves latents with HMC "
                     "and needs continuous ones; use pplgen.evaluate.log_likelihood with a guide."
                 )
-        self.event_dims = {s["name"]: s["fn"].event_dim for s in latents}
         self.transforms = {s["name"]: biject_to(s["fn"].support) for s in latents}
+        # Event dims of the unconstrained values u (a Cholesky factor's u is a vector).
+        self.event_dims = {name: transform.domain.event_dim for name, transform in self.transforms.items()}
 
     def _plate(self):
         return pyro.plate(PARTICLE_PLATE, self.num_chains, dim=self.particle_dim)
@@ -189,7 +194,8 @@ class _Target:
         with torch.enable_grad():
             u = {n: v.detach().requires_grad_() for n, v in u.items()}
             z = {n: self.transforms[n](v) for n, v in u.items()}
-            with poutine.block(), self._plate():
+            # Off: a diverging trajectory may leave the support; its proposal is then rejected.
+            with poutine.block(), self._plate(), pyro.validation_enabled(False):
                 trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(self.batch)
             log_prior = sum(self._reduce(self.transforms[n].log_abs_det_jacobian(u[n], z[n])) for n in u)
             log_lik = 0.0

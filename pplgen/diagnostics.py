@@ -251,6 +251,8 @@ def compare(vi, reference, *, var_names=None, max_panels=12):
     missing = [n for n in names if n not in vi.posterior.data_vars or n not in reference.posterior.data_vars]
     if missing:
         raise ValueError(f"variables {missing} are not in both posteriors; compare only shared ones")
+    if not names:
+        raise ValueError("the two posteriors share no variable; name them alike, or pass var_names=")
     rows, samples = [], []
     for name in names:
         for label, a, b in _scalar_marginals(vi.posterior[name], reference.posterior[name]):

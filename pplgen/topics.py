@@ -40,6 +40,8 @@ def npmi_coherence(topic_words, counts, count=10):
     −1 for a pair that never co-occurs. Scored on held-out documents it says
     whether the topics' words go together in text the model never saw.
     """
+    if not isinstance(count, int) or count < 2:
+        raise ValueError(f"count must be an int >= 2 (NPMI scores pairs of top words), got {count!r}")
     present = (counts > 0).float()
     p_word = present.mean(0)
     p_pair = present.T @ present / present.shape[0]

@@ -13,7 +13,7 @@ import pplgen
 from pplgen import UnsupportedModelError
 from pplgen.distributions import Implicit, ImplicitDensityError
 from pplgen.inference import ENGINES, get
-from pplgen.models import VAE
+from pplgen.models import VAE, EightSchools
 
 SIGMA = 0.7
 PRECISION = 1 + 1 / SIGMA**2
@@ -180,3 +180,17 @@ def test_fit_scores_implicit_guides_by_ais_and_says_so():
     assert evaluation["estimator"].startswith("ais")
     assert "'z'" in evaluation["estimator"] and evaluation["elbo"] is None
     assert torch.isfinite(torch.tensor(evaluation["log_likelihood"]))
+
+
+def test_avb_pairs_latents_in_the_model_order_whatever_the_guide_draws():
+    """An autoguide draws auxiliary sites first; the discriminator still sees (μ, τ, θ̃), as the prior draws them."""
+    data = pplgen.data.eight_schools()
+    schools = EightSchools("non_centered", guide="mean_field")
+    engine = get("avb", discriminator=(8,))
+    engine.check(schools.model, schools.guide, data.sigma, data.y)
+    assert engine.discriminator.weight0.shape[1] == 8 + 2 * 10  # x, then z and z² of μ, τ and the 8 θ̃
+    particles = engine.particles(schools.model, schools.guide, (data.sigma, data.y), {})
+    _, z = engine._pairs(particles)
+    drawn = [particles.guide_trace.nodes[name]["value"].reshape(-1) for name in ("mu", "tau", "theta_t")]
+    assert torch.equal(z.reshape(-1), torch.cat(drawn))
+    assert torch.isfinite(engine(schools.model, schools.guide, data.sigma, data.y).surrogate)
