@@ -62,6 +62,8 @@ DEFAULT_EPOCHS = 10
 DEFAULT_LR = 1e-3
 #: Importance samples of the evaluations made during training (the final one uses ``--eval-samples``).
 PERIODIC_EVAL_SAMPLES = 100
+#: AIS steps of the evaluations of implicit guides during training (the final one uses ``--ais-steps``).
+PERIODIC_AIS_STEPS = 100
 #: The values of ``--binarize`` and what :func:`pplgen.data.load` receives for each.
 BINARIZE = {"threshold": "threshold", "stochastic": "stochastic", "none": None}
 #: Command-line option -> engine constructor argument (also its argparse ``dest``).
@@ -389,7 +391,9 @@ def _add_training_arguments(group):
     )
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
     group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
-    group.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel)")
+    group.add_argument(
+        "--lr", type=_positive_float, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel; 0.01 for lda)"
+    )
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -441,6 +445,17 @@ def _positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -497,12 +512,13 @@ def _fit_command(args):
         epochs=epochs,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr or DEFAULT_LR,
+        lr=_learning_rate(args, DEFAULT_LR),
         seed=args.seed,
         device=args.device,
         valid_data=x_test,
         eval_every=args.eval_every,
         eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
+        ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
         checkpoint=out / "checkpoint.pt",
         resume=args.resume,
         progress=args.progress,
@@ -513,7 +529,7 @@ def _fit_command(args):
     config = _config(
         args,
         engine=engine_name,
-        lr=args.lr or DEFAULT_LR,
+        lr=_learning_rate(args, DEFAULT_LR),
         binarize=binarize,
         epochs=epochs,
         model_options=model_options,
@@ -535,6 +551,7 @@ def _fit_bayesian(args):
     family = BAYESIAN_MODELS[args.model]
     if args.epochs is not None:
         raise ValueError(f"'{args.model}' trains on its whole data set at every step: give --steps, not --epochs")
+    _refuse_image_options(args, ["--batch-size", "--eval-samples"])
     given = _given(args, MODEL_OPTIONS)
     _refuse("model", args.model, MODEL_OPTIONS, given, family.options)
     engine_name = args.engine or "svi"
@@ -551,7 +568,7 @@ def _fit_bayesian(args):
         arguments,
         out,
         steps=args.steps or family.steps,
-        lr=args.lr or family.lr,
+        lr=_learning_rate(args, family.lr),
         seed=args.seed,
         num_samples=args.posterior_samples,
         compare_nuts=args.compare_nuts,
@@ -565,6 +582,9 @@ def _fit_bayesian(args):
 
 def _fit_topics(args):
     """``pplgen fit lda``: ProdLDA (svi, iwae) or LDA with per-token topics (rws, vimco, nvil) on the Lee corpus."""
+    if args.steps is not None:
+        raise ValueError("lda trains by epochs over the corpus: give --epochs, not --steps")
+    _refuse_image_options(args, [])
     engine_name = args.engine or "svi"
     if engine_name not in TOPIC_ROUTES:
         raise ValueError(f"lda trains with {', '.join(TOPIC_ROUTES)} (svi, iwae: ProdLDA; the others: LDA), not {engine_name}")
@@ -584,7 +604,7 @@ def _fit_topics(args):
         out,
         epochs=args.epochs or 200,
         batch_size=args.batch_size,
-        lr=args.lr or 1e-2,
+        lr=_learning_rate(args, 1e-2),
         seed=args.seed,
         num_samples=args.eval_samples,
         progress=args.progress,
@@ -597,6 +617,30 @@ def _fit_topics(args):
         + f"\n  run folder: {out}"
     )
     return 0
+
+
+def _refuse_image_options(args, also):
+    """Refuse the options of the image families that ``args.model`` would ignore (and those in ``also``)."""
+    given = {
+        "--data": args.data != "mnist",
+        "--root": args.root is not None,
+        "--binarize": args.binarize is not None,
+        "--split-train": args.split_train != "train",
+        "--split-test": args.split_test != "test",
+        "--device": args.device != "auto",
+        "--resume": args.resume,
+        "--eval-every": args.eval_every != 1,
+        "--eval-limit": args.eval_limit != 1000,
+        "--batch-size": "--batch-size" in also and args.batch_size != 100,
+        "--eval-samples": "--eval-samples" in also and args.eval_samples != 1000,
+    }
+    ignored = [flag for flag, present in given.items() if present]
+    if ignored:
+        raise ValueError(f"'{args.model}' does not take {', '.join(ignored)}: it reads its own data and runs on the CPU")
+
+
+def _learning_rate(args, default):
+    return default if args.lr is None else args.lr
 
 
 def _bayesian_summary(name, record, out):

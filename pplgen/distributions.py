@@ -39,10 +39,9 @@ class Implicit(TorchDistribution):
     """
 
     arg_constraints = {}
-    support = constraints.real
     has_rsample = True
 
-    def __init__(self, noise, transform, event_shape=(), validate_args=None):
+    def __init__(self, noise, transform, event_shape=()):
         if not isinstance(noise, torch.distributions.Distribution) or not noise.has_rsample:
             raise ValueError(f"Implicit needs a reparameterizable noise distribution (with rsample), got {noise!r}")
         if not callable(transform):
@@ -50,6 +49,10 @@ class Implicit(TorchDistribution):
         self.noise = noise
         self.transform = transform
         super().__init__(noise.batch_shape, torch.Size(event_shape), validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
 
     def rsample(self, sample_shape=torch.Size()):
         value = self.transform(self.noise.rsample(sample_shape))

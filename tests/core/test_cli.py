@@ -330,3 +330,19 @@ def test_lda_run_folder_reports_perplexity_and_topics(engine, model, tmp_path):
 def test_lda_refuses_engines_of_neither_route(tmp_path, capsys):
     status, _ = run(["fit", "lda", "--engine", "wake_sleep", "--out", str(tmp_path)])
     assert status == 2 and "lda trains with svi, iwae, rws, vimco, nvil" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["fit", "eight-schools", "--device", "cuda"], "'eight-schools' does not take --device"),
+        (["fit", "multilevel", "--batch-size", "10"], "'multilevel' does not take --batch-size"),
+        (["fit", "lda", "--steps", "3"], "give --epochs, not --steps"),
+        (["fit", "lda", "--data", "fashion-mnist"], "'lda' does not take --data"),
+        (["fit", "vae", "--lr", "0"], "expected a positive number"),
+    ],
+)
+def test_options_a_family_would_ignore_are_refused(command, message, tmp_path, capsys):
+    status, _ = run([*command, "--out", str(tmp_path)])
+    assert status == 2
+    assert message in capsys.readouterr().err
