@@ -56,13 +56,14 @@ def check_reparameterizable(particles, engine_name, alternatives):
             )
 
 
-def check_explicit_guide(particles, engine_name):
-    """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler)."""
+def check_explicit_guide(particles, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
+    """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler); ``user``
+    names what needs it and ``advice`` what to do instead."""
     for site in particles.sites(particles.guide_trace):
         if is_implicit(site["fn"]):
             raise UnsupportedModelError(
-                f"site '{site['name']}' is drawn by an Implicit sampler with no density, and {engine_name} "
-                "needs log q(z | x); train implicit guides with avb (adversarial variational Bayes)."
+                f"site '{site['name']}' is drawn by an Implicit sampler with no density, and {user} "
+                f"needs log q(z | x); {advice}."
             )
 
 

@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 
 from pplgen.annealing import ais
-from pplgen.checks import check_pair
+from pplgen.checks import check_explicit_guide, check_pair
 from pplgen.distributions import is_implicit
 from pplgen.particles import guess_max_plate_nesting, is_sample_site, log_weights, sample_particles
 from pplgen.programs import model_and_guide
@@ -88,12 +88,7 @@ class _Scorer:
         self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, (data[:batch_size],), {})
         particles = self._particles(data[:batch_size], 1)
         check_pair(particles)
-        for site in particles.sites(particles.guide_trace):
-            if is_implicit(site["fn"]):
-                raise ValueError(
-                    f"guide site '{site['name']}' is an Implicit sampler with no density, so importance sampling "
-                    "cannot weigh its draws; estimate log p(x) with pplgen.evaluate.ais(model, data)."
-                )
+        check_explicit_guide(particles, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)")
 
     def batches(self):
         return self.data.split(self.batch_size)

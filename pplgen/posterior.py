@@ -62,7 +62,7 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
     nesting = guess_max_plate_nesting(model, guide, args, kwargs)
     particles = sample_particles(model, guide, args, kwargs, num_particles=num_samples, max_plate_nesting=nesting)
     check_pair(particles)
-    check_explicit_guide(particles, "posterior_draws (importance log-weights)")
+    check_explicit_guide(particles, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)")
     draws = PosteriorDraws(NamedDraws(), NamedDraws(), NamedDraws(), NamedDraws(), _total_log_weights(particles))
     for site in particles.sites(particles.model_trace):
         value, dims = named_value(site, site["value"], nesting, draws=num_samples)
