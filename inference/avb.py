@@ -52,17 +52,22 @@ classes told apart; near 0.5 means the discriminator cannot tell them apart
 or has fallen behind).
 """
 
+import pyro
 import torch
+from pyro import poutine
 from torch.func import functional_call
 from torch.nn.functional import softplus
 
-import pyro
-from pyro import poutine
-
-from pplgen.dependencies import prior_parents
-from pplgen.engine import Loss, ParticleEngine, UnsupportedModelError
+from pplgen.checks import UnsupportedModelError, check_has_latents, check_observes
+from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
-from pplgen.particles import PARTICLE_PLATE, common_scale, latent_features, observed_features, site_log_prob
+from pplgen.particles import (
+    PARTICLE_PLATE,
+    common_scale,
+    latent_features,
+    observed_features,
+    site_log_prob,
+)
 
 
 class AVB(ParticleEngine):
@@ -70,6 +75,7 @@ class AVB(ParticleEngine):
     metric_names = ("loss", "elbo", "discriminator_loss", "discriminator_accuracy")
     reparameterized = True
     implicit_guides = True
+    needs_common_scale = True
 
     def __init__(
         self,
@@ -144,7 +150,7 @@ class AVB(ParticleEngine):
 
     def _prior_trace(self, model, args, kwargs):
         """The model run on the same data with its latents drawn from the prior (no gradients)."""
-        plate = pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.max_plate_nesting - 1)
+        plate = pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.plate_nesting - 1)
         with torch.no_grad(), poutine.block(), plate:
             return poutine.trace(model).get_trace(*args, **kwargs)
 
@@ -159,10 +165,11 @@ class AVB(ParticleEngine):
     def check(self, model, guide, *args, **kwargs):
         """Also builds the discriminator for this program, and with the prior as contrast refuses
         priors whose latents depend on each other."""
-        particles = super().check(model, guide, *args, **kwargs)
+        probe = super().check(model, guide, *args, **kwargs)
+        check_has_latents(probe, self.name)
+        check_observes(probe, "avb's discriminator T(x, z) is a function of the observed data; observe the data with obs=")
         if not self.adaptive_contrast:
-            parents = prior_parents(model, guide, args, kwargs, max_plate_nesting=self.max_plate_nesting)
-            for site, reads in parents.items():
+            for site, reads in probe.prior_parents.items():
                 if reads:
                     raise UnsupportedModelError(
                         f"site '{site}': its prior depends on latent '{sorted(reads)[0]}', but avb with the "
@@ -170,9 +177,9 @@ class AVB(ParticleEngine):
                         "adaptive_contrast=True (with num_particles >= 2)."
                     )
         with torch.no_grad():
-            x, z = self._pairs(particles)
+            x, z = self._pairs(probe.particles)
         self.discriminator.initialize_parameters(_inputs(x, z), 1)
-        return particles
+        return probe
 
     def options(self):
         return {

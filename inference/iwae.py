@@ -30,8 +30,14 @@ Metrics: ``loss`` (−L_K summed over the batch), ``bound`` (L_K summed),
 
 import torch
 
+from pplgen.checks import check_independent_guide_sites
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import effective_sample_size, guide_log_density, log_mean_exp, log_weights
+from pplgen.particles import (
+    effective_sample_size,
+    guide_log_density,
+    log_mean_exp,
+    log_weights,
+)
 
 ESTIMATORS = ("standard", "dreg")
 
@@ -40,6 +46,7 @@ class IWAE(ParticleEngine):
     name = "iwae"
     metric_names = ("loss", "bound", "ess")
     reparameterized = True
+    needs_common_scale = True
 
     def __init__(self, num_particles=5, *, estimator="standard", max_plate_nesting=None):
         super().__init__(num_particles, max_plate_nesting)
@@ -83,12 +90,10 @@ class IWAE(ParticleEngine):
         return model_term + path_term - (squared * fixed_guide).sum()
 
     def check(self, model, guide, *args, **kwargs):
-        from pplgen.checks import check_independent_guide_sites
-
-        particles = super().check(model, guide, *args, **kwargs)
+        probe = super().check(model, guide, *args, **kwargs)
         if self.estimator == "dreg":
-            check_independent_guide_sites(particles, self.name, "estimator='dreg'")
-        return particles
+            check_independent_guide_sites(probe, self.name, "estimator='dreg'")
+        return probe
 
     def options(self):
         return {**super().options(), "estimator": self.estimator}

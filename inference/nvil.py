@@ -45,10 +45,11 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer
 
+from pplgen.checks import UnsupportedModelError, check_has_latents
 from pplgen.dependencies import downstream_sites
-from pplgen.engine import Loss, ParticleEngine, UnsupportedModelError
+from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
-from pplgen.particles import common_scale, observed_features, site_log_densities
+from pplgen.particles import observed_features, site_log_densities, site_log_prob
 
 
 class NVIL(ParticleEngine):
@@ -80,36 +81,37 @@ class NVIL(ParticleEngine):
         self._downstream = None
 
     def forward(self, model, guide, *args, **kwargs):
-        particles = self.particles(model, guide, args, kwargs, latents="detached")
-        model_terms = site_log_densities(particles, particles.model_trace)
-        guide_terms = site_log_densities(particles, particles.guide_trace)
-        scale = common_scale(particles)
-        log_p, log_q = sum(model_terms.values()), sum(guide_terms.values())
-        elbo = (scale * (log_p - log_q)).sum() / particles.num_particles
+        # Local signals read dependencies off the latents, so they are drawn as leaves that require grad.
+        particles = self.particles(model, guide, args, kwargs, latents="leaves" if self.local_signals else "detached")
+        model_terms = site_log_densities(particles, particles.model_trace, scaled=True)
+        guide_terms = site_log_densities(particles, particles.guide_trace, scaled=True)
+        scores = _scores(particles)
+        log_p = sum(model_terms.values(), particles.zeros())
+        elbo = (log_p - sum(guide_terms.values(), particles.zeros())).sum() / particles.num_particles
 
-        signals = torch.stack(self._signals(model, guide, args, kwargs, model_terms, guide_terms)).detach()
+        signals = torch.stack(self._signals(particles, model_terms, guide_terms, scores)).detach()
         centred, baseline_loss = self._centre(signals, particles)
-        score = sum(s * q for s, q in zip(centred, guide_terms.values()))
-        estimator = (scale * (log_p + score)).sum() / particles.num_particles
+        score = sum(s * q for s, q in zip(centred, scores.values()))
+        estimator = (log_p + score).sum() / particles.num_particles
         surrogate = -elbo.detach() - (estimator - estimator.detach()) + (baseline_loss - baseline_loss.detach())
         return Loss(surrogate, {"loss": -elbo.detach(), "elbo": elbo.detach(), "baseline_loss": baseline_loss.detach()})
 
-    def _signals(self, model, guide, args, kwargs, model_terms, guide_terms):
-        """One learning signal per guide site, each ``(K, *factor_sizes)``."""
-        total = sum(model_terms.values()) - sum(guide_terms.values())
+    def _signals(self, particles, model_terms, guide_terms, scores):
+        """One learning signal per guide latent, each ``(K, *factor_sizes)``: scaled log p − log q terms."""
+        total = sum(model_terms.values(), particles.zeros()) - sum(guide_terms.values(), particles.zeros())
         if not self.local_signals:
-            return [total] * len(guide_terms)
-        downstream = self._downstream_sites(model, guide, args, kwargs, model_terms, guide_terms)
+            return [total] * len(scores)
+        downstream = self._downstream_sites(particles, (tuple(model_terms), tuple(scores)))
+        zeros = particles.zeros()
         return [
-            sum(model_terms[n] for n in downstream.model[s]) - sum(guide_terms[n] for n in downstream.guide[s])
-            for s in guide_terms
+            sum((model_terms[n] for n in downstream.model[s]), zeros) - sum((guide_terms[n] for n in downstream.guide[s]), zeros)
+            for s in scores
         ]
 
-    def _downstream_sites(self, model, guide, args, kwargs, model_terms, guide_terms):
-        """Found once per program structure (its site names) and kept."""
-        structure = (tuple(model_terms), tuple(guide_terms))
+    def _downstream_sites(self, particles, structure):
+        """Kept per program structure (its site names); found from this step's leaves when the structure is new."""
         if self._downstream is None or self._downstream[0] != structure:
-            self._downstream = (structure, downstream_sites(model, guide, args, kwargs, max_plate_nesting=self.max_plate_nesting))
+            self._downstream = (structure, downstream_sites(particles))
         return self._downstream[1]
 
     def _centre(self, signals, particles):
@@ -128,14 +130,18 @@ class NVIL(ParticleEngine):
 
     def check(self, model, guide, *args, **kwargs):
         """Also builds the baseline and the running statistics for this program (their sizes are its sizes)."""
-        particles = super().check(model, guide, *args, **kwargs)
-        log_q = site_log_densities(particles, particles.guide_trace)
-        signals = torch.stack(list(log_q.values())).detach()
+        probe = super().check(model, guide, *args, **kwargs)
+        check_has_latents(probe, self.name)
+        scores = _scores(probe.particles)
+        signals = torch.stack(list(scores.values())).detach()
         if self.baseline is not None:
-            self.baseline.initialize_parameters(_baseline_input(particles, signals), signals.shape[0])
+            self.baseline.initialize_parameters(_baseline_input(probe.particles, signals), signals.shape[0])
         if self.moments is not None:
             self.moments.initialize_parameters(signals)
-        return particles
+        if self.local_signals:
+            structure = (tuple(site_log_densities(probe.particles, probe.model_trace)), tuple(scores))
+            self._downstream = (structure, probe.downstream)
+        return probe
 
     def options(self):
         return {
@@ -183,6 +189,14 @@ class RunningMoments(LazyModuleMixin, nn.Module):
                 self.var.lerp_(residual.var(dims, unbiased=False), 1 - self.decay)
         shape = (-1, *[1] * (residual.dim() - 1))
         return self.mean.reshape(shape), self.var.sqrt().clamp(min=1.0).reshape(shape)
+
+
+def _scores(particles):
+    """log q of each guide latent, unscaled, ``(K, *factor_sizes)``: what its score function differentiates."""
+    return {
+        site["name"]: particles.reduce(site_log_prob(site))
+        for site in particles.sites(particles.guide_trace, observed=False)
+    }
 
 
 def _baseline_input(particles, signals):

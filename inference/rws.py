@@ -29,7 +29,8 @@ bound L_K, summed), ``ess`` (effective sample size, averaged over data).
 
 import torch
 
-from pplgen.dreams import check_data_arguments, dream, sleep_log_density
+from pplgen.checks import check_has_latents
+from pplgen.dreams import check_data_arguments, check_dreams, dream, sleep_log_density
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.particles import effective_sample_size, log_mean_exp, log_weights
 
@@ -40,6 +41,7 @@ class RWS(ParticleEngine):
     name = "rws"
     metric_names = ("loss", "bound", "ess")
     reparameterized = False
+    needs_common_scale = True
 
     def __init__(self, num_particles=5, *, phi="wake", data_arguments=None, max_plate_nesting=None):
         super().__init__(num_particles, max_plate_nesting)
@@ -68,10 +70,11 @@ class RWS(ParticleEngine):
         return sleep if self.phi == "sleep" else (wake + sleep) / 2
 
     def check(self, model, guide, *args, **kwargs):
-        particles = super().check(model, guide, *args, **kwargs)
+        probe = super().check(model, guide, *args, **kwargs)
         if self.phi != "wake":
-            sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
-        return particles
+            check_dreams(model, guide, args, kwargs, self.data_arguments, self.name)
+            check_has_latents(probe, self.name)
+        return probe
 
     def options(self):
         return {**super().options(), "phi": self.phi, "data_arguments": self.data_arguments}

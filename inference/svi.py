@@ -32,8 +32,9 @@ Metrics: ``loss`` (−ELBO of the batch), ``elbo``.
 
 from torch.distributions import kl_divergence
 
+from pplgen.checks import check_independent_guide_sites
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import site_log_prob
+from pplgen.particles import masked, site_log_prob
 
 
 class SVI(ParticleEngine):
@@ -60,16 +61,16 @@ class SVI(ParticleEngine):
     def elbo(self, particles):
         """Σ over sites of scaled log p − log q (or −KL), averaged over particles."""
         guide_sites = {s["name"]: s for s in particles.sites(particles.guide_trace)}
-        total = 0.0
+        total = particles.zeros().sum()
         for site in particles.sites(particles.model_trace):
             negative_kl = self._negative_kl(guide_sites.get(site["name"]), site)
             if negative_kl is None:
-                total = total + site["scale"] * site_log_prob(site).sum()
+                total = total + site_log_prob(site, scaled=True).sum()
             else:
-                total = total + site["scale"] * negative_kl.sum()
+                total = total + (site["scale"] * negative_kl).sum()
                 guide_sites.pop(site["name"])
         for site in guide_sites.values():
-            total = total - site["scale"] * site_log_prob(site, detach_params=self.stl).sum()
+            total = total - site_log_prob(site, detach_params=self.stl, scaled=True).sum()
         return total / particles.num_particles
 
     def _negative_kl(self, guide_site, model_site):
@@ -80,17 +81,13 @@ class SVI(ParticleEngine):
             negative_kl = -kl_divergence(guide_site["fn"], model_site["fn"])
         except NotImplementedError:
             return None
-        if model_site["mask"] is not None:
-            negative_kl = negative_kl.masked_fill(~model_site["mask"], 0.0)
-        return negative_kl
+        return masked(negative_kl, model_site["mask"])
 
     def check(self, model, guide, *args, **kwargs):
-        from pplgen.checks import check_independent_guide_sites
-
-        particles = super().check(model, guide, *args, **kwargs)
+        probe = super().check(model, guide, *args, **kwargs)
         if self.stl:
-            check_independent_guide_sites(particles, self.name, "stl=True")
-        return particles
+            check_independent_guide_sites(probe, self.name, "stl=True")
+        return probe
 
     def options(self):
         return {**super().options(), "analytic_kl": self.analytic_kl, "stl": self.stl}

@@ -26,13 +26,19 @@ Metrics: ``loss`` (−L summed over the batch), ``bound`` (L summed),
 """
 
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import effective_sample_size, leave_one_out_log_mean_exp, log_mean_exp, log_weights
+from pplgen.particles import (
+    effective_sample_size,
+    leave_one_out_log_mean_exp,
+    log_mean_exp,
+    log_weights,
+)
 
 
 class VIMCO(ParticleEngine):
     name = "vimco"
     metric_names = ("loss", "bound", "ess")
     reparameterized = False
+    needs_common_scale = True
 
     def __init__(self, num_particles=5, *, max_plate_nesting=None):
         super().__init__(num_particles, max_plate_nesting)

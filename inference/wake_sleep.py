@@ -26,9 +26,10 @@ Metrics: ``loss`` (−ELBO of the batch at the wake sample), ``elbo``,
 ``sleep_log_q`` (Σ log q(z̃ | x̃) over the dreamed batch).
 """
 
-from pplgen.dreams import check_data_arguments, dream, sleep_log_density
+from pplgen.checks import check_has_latents
+from pplgen.dreams import check_data_arguments, check_dreams, dream, sleep_log_density
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import log_weights
+from pplgen.particles import guide_log_density, model_log_density
 
 
 class WakeSleep(ParticleEngine):
@@ -42,18 +43,19 @@ class WakeSleep(ParticleEngine):
 
     def forward(self, model, guide, *args, **kwargs):
         particles = self.particles(model, guide, args, kwargs, latents="detached")
-        weights = log_weights(particles)
-        elbo = (weights.scale * weights.log_weights).sum() / particles.num_particles
-        wake = (weights.scale * weights.model).sum() / particles.num_particles
+        log_p = model_log_density(particles, scaled=True).sum() / particles.num_particles
+        log_q = guide_log_density(particles, scaled=True).sum() / particles.num_particles
+        elbo, wake = log_p - log_q, log_p
         sleep = sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
         estimator = wake + sleep
         surrogate = -elbo.detach() - (estimator - estimator.detach())
         return Loss(surrogate, {"loss": -elbo.detach(), "elbo": elbo.detach(), "sleep_log_q": sleep.detach()})
 
     def check(self, model, guide, *args, **kwargs):
-        particles = super().check(model, guide, *args, **kwargs)
-        sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
-        return particles
+        probe = super().check(model, guide, *args, **kwargs)
+        check_dreams(model, guide, args, kwargs, self.data_arguments, self.name)
+        check_has_latents(probe, self.name)
+        return probe
 
     def options(self):
         return {**super().options(), "data_arguments": self.data_arguments}

@@ -11,7 +11,8 @@
 """
 
 from pplgen import data, evaluate
-from pplgen.engine import Engine, Loss, UnsupportedModelError
+from pplgen.checks import UnsupportedModelError
+from pplgen.engine import Engine, Loss
 from pplgen.structure import graph
 from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
 

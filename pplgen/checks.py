@@ -1,28 +1,62 @@
-"""Checks of a model/guide pair, run once before training.
+"""Checks of a model/guide pair, run once before training on its probe (:mod:`pplgen.probe`).
 
-Each raises :class:`~pplgen.engine.UnsupportedModelError` (or ``ValueError``
-for a malformed pair) with the site's name and what to do, so a user never
-meets a silent prior sample or a shape broadcast deep inside a loss.
+Each raises :class:`UnsupportedModelError` (or ``ValueError`` for a malformed
+pair) with the site's name and what to do, so a user never meets a silent
+prior sample or a shape broadcast deep inside a loss. A pair that Pyro's own
+``Trace_ELBO`` rejects, or warns about, is refused here with Pyro's reason.
 """
+
+import math
+import warnings
 
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape
 
 from pplgen.distributions import is_implicit
-from pplgen.engine import UnsupportedModelError
-from pplgen.particles import is_auxiliary
+from pplgen.particles import (
+    common_scale,
+    is_auxiliary,
+    is_observation,
+    sample_particles,
+    site_log_prob,
+)
+
+#: The registered engines that train guides without ``rsample``, named in refusals
+#: (the registry's test keeps this in step with :func:`pplgen.inference.score_function_engines`).
+SCORE_FUNCTION_ENGINES = ("wake_sleep", "rws", "nvil", "vimco")
+#: The registered engines that weight the sites of a datum separately (no importance weights across sites).
+PER_SITE_ENGINES = ("svi", "nvil", "wake_sleep")
 
 
-def check_pair(particles):
-    """The guide covers the model's latents, and nothing else, with matching shapes.
+class UnsupportedModelError(ValueError):
+    """An engine cannot train this model/guide pair; the message says why and what can."""
+
+
+def check_pair(probe):
+    """The guide covers the model's latents, and nothing else, with matching shapes; and Pyro's checks pass.
 
     Auxiliary guide sites (``infer={"is_auxiliary": True}``, as Pyro's
-    autoguides draw their unconstrained latents) are part of q but not of the
-    model; their density counts in log q like any other guide site's.
+    autoguides draw their unconstrained latents, and ``pyro.factor``) are part
+    of q but not of the model; their density counts in log q like any other
+    guide site's.
     """
-    model_latents = {s["name"]: s for s in particles.sites(particles.model_trace, observed=False)}
-    model_observed = {s["name"] for s in particles.sites(particles.model_trace, observed=True)}
-    guide_sites = {s["name"]: s for s in particles.sites(particles.guide_trace)}
+    _check_names(probe)
+    _check_with_pyro(probe)
+
+
+def _check_names(probe):
+    for site in probe.sites(probe.guide_trace):
+        if site["infer"].get("enumerate"):
+            raise UnsupportedModelError(
+                f"guide site '{site['name']}' asks to be enumerated (infer={{'enumerate': "
+                f"{site['infer']['enumerate']!r}}}), but pplgen's engines sample every guide site; drop the "
+                "option to sample it, or sum it out with Pyro's TraceEnum_ELBO."
+            )
+    model_latents = {s["name"]: s for s in probe.sites(probe.model_trace, observed=False)}
+    model_observed = {s["name"] for s in probe.sites(probe.model_trace, observed=True)}
+    guide_sites = {s["name"]: s for s in probe.sites(probe.guide_trace)}
     for name in guide_sites:
         if name in model_observed:
             raise ValueError(
@@ -44,11 +78,50 @@ def check_pair(particles):
             )
 
 
-def check_reparameterizable(particles, engine_name, alternatives):
+def _check_with_pyro(probe):
+    """Pyro's own checks of the pair (``check_model_guide_match``, ``check_site_shape``), warnings as errors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_model_guide_match(probe.model_trace, probe.guide_trace, probe.max_plate_nesting)
+        check_if_enumerated(probe.guide_trace)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) or issubclass(warning.category, RuntimeWarning):
+            raise ValueError(f"Pyro refuses this model/guide pair: {warning.message}")
+    for trace in (probe.model_trace, probe.guide_trace):
+        for site in probe.sites(trace):
+            check_site_shape({**site, "log_prob": _log_prob_shaped(site)}, math.inf)
+
+
+def _log_prob_shaped(site):
+    """The site's log-density, or zeros of its shape for a sampler with no density."""
+    if is_implicit(site["fn"]):
+        return site["value"].new_zeros(site["fn"].batch_shape)
+    return site_log_prob(site)
+
+
+def check_vectorized(model, guide, args, kwargs, engine_name, num_particles, plate_nesting):
+    """The programs run on two particles at once, in a plate left of their own (RNG untouched)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+            particles = sample_particles(model, guide, args, kwargs, num_particles=2, max_plate_nesting=plate_nesting)
+            for trace in (particles.model_trace, particles.guide_trace):
+                for site in particles.sites(trace):
+                    particles.reduce(_log_prob_shaped(site))
+    except (ValueError, RuntimeError, IndexError) as error:
+        raise UnsupportedModelError(
+            f"{engine_name} draws its {num_particles} particles at once, in a plate at dim {-plate_nesting - 1} left "
+            f"of the program's plates, and the programs fail there ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}): write every batch dim inside a pyro.plate and index from the right "
+            "(e.g. pyro.ops.indexing.Vindex, x[..., k]), or use an engine with num_particles=1 (svi, nvil, wake_sleep)."
+        ) from error
+
+
+def check_reparameterizable(probe, engine_name):
     """Every guide site can be differentiated through (has ``rsample``)."""
-    for site in particles.sites(particles.guide_trace):
+    for site in probe.sites(probe.guide_trace):
         if not site["fn"].has_rsample:
-            others = ", ".join(alternatives) if alternatives else "no registered engine"
+            others = ", ".join(SCORE_FUNCTION_ENGINES)
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
@@ -56,10 +129,10 @@ def check_reparameterizable(particles, engine_name, alternatives):
             )
 
 
-def check_explicit_guide(particles, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
+def check_explicit_guide(probe, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
     """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler); ``user``
     names what needs it and ``advice`` what to do instead."""
-    for site in particles.sites(particles.guide_trace):
+    for site in probe.sites(probe.guide_trace):
         if is_implicit(site["fn"]):
             raise UnsupportedModelError(
                 f"site '{site['name']}' is drawn by an Implicit sampler with no density, and {user} "
@@ -67,14 +140,14 @@ def check_explicit_guide(particles, user, advice="train implicit guides with avb
             )
 
 
-def check_independent_guide_sites(particles, engine_name, option):
+def check_independent_guide_sites(probe, engine_name, option):
     """No guide site's parameters depend on another latent.
 
     Estimators that detach the guide's parameters in log q (``stl``, DReG) drop
     the path through such a dependency and would be biased.
     """
     latents = []
-    for site in particles.sites(particles.guide_trace):
+    for site in probe.sites(probe.guide_trace, observed=False):
         params = [p for p in _parameters(site["fn"]) if p.requires_grad]
         upstream = [s for s in latents if s["value"].requires_grad]
         if params and upstream:
@@ -89,6 +162,32 @@ def check_independent_guide_sites(particles, engine_name, option):
                         f"use {engine_name} without {option}."
                     )
         latents.append(site)
+
+
+def check_common_scale(probe, engine_name):
+    """Every site of a datum has the same scale, as importance weights across sites need."""
+    try:
+        common_scale(probe.particles)
+    except ValueError as error:
+        raise UnsupportedModelError(
+            f"{error}, so {engine_name} cannot weight them together; use {', '.join(PER_SITE_ENGINES)} "
+            "(which scale each site's term on its own), or give every site the same scale."
+        ) from None
+
+
+def check_observes(probe, user):
+    """The model observes data at one site at least; ``user`` names what needs the data."""
+    if not any(is_observation(site) for site in probe.sites(probe.model_trace, observed=True)):
+        raise UnsupportedModelError(f"the model observes no site (no obs=), and {user}.")
+
+
+def check_has_latents(probe, engine_name):
+    """The guide draws at least one latent."""
+    if not probe.sites(probe.guide_trace, observed=False):
+        raise UnsupportedModelError(
+            f"the guide draws no latent site, and {engine_name} learns a distribution over latents; "
+            "use svi (its ELBO is then log p(x)) or add the latents."
+        )
 
 
 def _check_shapes(name, model_fn, guide_fn):

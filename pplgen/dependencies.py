@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pplgen.particles import sample_particles, site_log_prob
+from pplgen.particles import site_log_prob
 
 
 @dataclass(frozen=True)
@@ -30,21 +30,16 @@ class Downstream:
     guide: dict[str, frozenset]
 
 
-def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
+def downstream_sites(particles):
     """The terms each guide site's score must be multiplied by (see the module docs).
 
-    Leaves the random number generators as it found them, so finding the
-    structure mid-run (after a resume) does not change the draws that follow.
+    ``particles`` must hold latents drawn as leaves that require grad
+    (``latents="leaves"``, as :func:`pplgen.probe.probe_pair` draws them).
     """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        particles = sample_particles(
-            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
-        )
     guide_sites = particles.sites(particles.guide_trace)
     model_sites = particles.sites(particles.model_trace)
-    latents = [site["name"] for site in guide_sites]
-    leaves = {site["name"]: site["value"] for site in guide_sites if site["value"].requires_grad}
+    latents = [site["name"] for site in guide_sites if not site["is_observed"]]
+    leaves = _leaves(particles)
     opaque = set(latents) - set(leaves)
     model_reads = {site["name"]: density_reads(site, leaves) | opaque for site in model_sites}
     guide_reads = {site["name"]: density_reads(site, leaves) | opaque | {site["name"]} for site in guide_sites}
@@ -55,21 +50,24 @@ def downstream_sites(model, guide, args, kwargs, *, max_plate_nesting):
     )
 
 
-def prior_parents(model, guide, args, kwargs, *, max_plate_nesting):
+def prior_parents(particles):
     """``{latent site: names of the other latents its prior density reads}`` in the model.
 
     Empty sets everywhere mean a prior of independent sites, p(z) = Π_s p(z_s).
-    RNG-neutral, like :func:`downstream_sites`.
+    ``particles`` as for :func:`downstream_sites`.
     """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        particles = sample_particles(
-            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents="leaves"
-        )
-    leaves = {s["name"]: s["value"] for s in particles.sites(particles.guide_trace) if s["value"].requires_grad}
+    leaves = _leaves(particles)
     return {
         site["name"]: density_reads(site, leaves) - {site["name"]}
         for site in particles.sites(particles.model_trace, observed=False)
+    }
+
+
+def _leaves(particles):
+    return {
+        s["name"]: s["value"]
+        for s in particles.sites(particles.guide_trace, observed=False)
+        if s["value"].requires_grad and s["value"].is_leaf
     }
 
 

@@ -82,8 +82,8 @@ def gradient_variance(engine, model, data, *, guide=None, num_estimates=100, by=
         raise ValueError(f"by must be one of {GROUPINGS}, got {by!r}")
     engine = resolve_engine(engine)
     model, guide = model_and_guide(model, guide)
-    engine.check(model, guide, data)
-    groups = _groups(engine, model, guide, data, by)
+    probe = engine.check(model, guide, data)
+    groups = _groups(probe, engine, model, guide, by)
     was_training = engine.training
     engine.eval()
     try:
@@ -100,15 +100,15 @@ def gradient_variance(engine, model, data, *, guide=None, num_estimates=100, by=
     return GradientVariance(engine.name, num_estimates, {name: m.statistics() for name, m in moments.items()})
 
 
-def _groups(engine, model, guide, data, by):
-    roles, store_params = parameter_roles(model, guide, engine, (data,), {})
+def _groups(probe, engine, model, guide, by):
+    roles = parameter_roles(probe, model, guide, engine)
     if by == "role":
         return {role: params for role, params in roles.items() if params}
     modules = owning_modules(model, guide)
     prefixes = ["model.", "guide."] if len(modules) == 2 else [""]
     named = {
         **{prefix + n: p for prefix, m in zip(prefixes, modules) for n, p in m.named_parameters() if p.requires_grad},
-        **{"param_store." + n: p for n, p in store_params.items()},
+        **{"param_store." + n: p for n, p in probe.store_params.items()},
         **{"engine." + n: p for n, p in engine.named_parameters()},
     }
     return {name: [p] for name, p in named.items()}

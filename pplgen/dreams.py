@@ -20,8 +20,14 @@ from dataclasses import dataclass
 import torch
 from pyro import poutine
 
-from pplgen.engine import UnsupportedModelError
-from pplgen.particles import DetachLatents, is_auxiliary, is_sample_site, site_log_prob
+from pplgen.checks import UnsupportedModelError
+from pplgen.particles import (
+    DetachLatents,
+    is_auxiliary,
+    is_observation,
+    is_sample_site,
+    site_log_prob,
+)
 
 
 @dataclass
@@ -39,10 +45,12 @@ def dream(model, args, kwargs, *, data_arguments=None):
     with DetachLatents():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
     observed = {
-        name: site for name, site in trace.nodes.items() if is_sample_site(site) and site["infer"].get("was_observed")
+        name: site
+        for name, site in trace.nodes.items()
+        if is_sample_site(site) and site["infer"].get("was_observed") and is_observation({**site, "is_observed": True})
     }
     if not observed:
-        raise ValueError("the model observes no site (no obs=), so there is nothing to dream")
+        raise UnsupportedModelError("the model observes no site (no obs=), so there is nothing to dream")
     mapping = dict(data_arguments) if data_arguments is not None else find_data_arguments(observed, args, kwargs)
     args, kwargs = list(args), dict(kwargs)
     for name, key in mapping.items():
@@ -54,7 +62,7 @@ def dream(model, args, kwargs, *, data_arguments=None):
         site = observed[name]
         argument = _argument(args, kwargs, key, name)
         if argument.numel() != site["value"].numel():
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"site '{name}' observes values of shape {tuple(site['infer']['obs'].shape)} but argument {key!r} has shape "
                 f"{tuple(argument.shape)}: dreaming needs the model to observe the whole argument, so subsample "
                 "outside the program (pass mini-batches) when an engine dreams."
@@ -77,9 +85,33 @@ def sleep_log_density(guide, dreamed):
                 "the sleep phase scores the guide at latents dreamed from the model and cannot score it; "
                 "use rws with phi='wake', svi or iwae."
             )
-    return sum(
-        site["scale"] * site_log_prob(site).sum() for site in guide_trace.nodes.values() if is_sample_site(site)
-    )
+    return sum(site_log_prob(site, scaled=True).sum() for site in guide_trace.nodes.values() if is_sample_site(site))
+
+
+WITHOUT_DREAMS = "train the guide without dreams (rws with phi='wake', nvil, vimco, or svi for continuous latents)"
+
+
+def check_dreams(model, guide, args, kwargs, data_arguments, engine_name):
+    """Dream once and score the guide on the dream, as a sleep phase will, leaving the RNG untouched;
+    a program that fails on its own dreams is refused here, before training."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), poutine.block():
+        dreamed = dream(model, args, kwargs, data_arguments=data_arguments)
+        try:
+            log_q = sleep_log_density(guide, dreamed)
+        except UnsupportedModelError:
+            raise
+        except Exception as error:
+            raise UnsupportedModelError(
+                f"{engine_name}'s sleep phase runs the guide on data dreamed from the model, and the guide fails "
+                f"on them ({type(error).__name__}: {error}); pass data_arguments to say which argument each observed "
+                f"site reads, or {WITHOUT_DREAMS}."
+            ) from error
+    if not torch.isfinite(torch.as_tensor(log_q)):
+        raise UnsupportedModelError(
+            f"{engine_name}'s sleep phase scores the guide at latents dreamed from the model, and the guide gives "
+            f"them log-density {float(log_q)} (a Delta or point-mass guide has no density there); {WITHOUT_DREAMS}."
+        )
 
 
 def find_data_arguments(observed, args, kwargs):

@@ -24,16 +24,36 @@ and swapping engines is swapping one object.
 ``loss.metrics`` maps documented names (each engine's ``metric_names``) to
 detached scalar tensors; ``"loss"`` is always among them.
 
-Before training, :meth:`Engine.check` runs the pair once and raises
-:class:`UnsupportedModelError` naming the offending site and the engines that
-can handle it.
+Before training, :meth:`Engine.check` probes the pair once
+(:mod:`pplgen.probe`) and raises :class:`UnsupportedModelError` naming the
+offending site and the engines that can handle it; a pair it accepts trains.
+An engine that meets a pair it has not checked checks it on its first call.
+
+A pair in which no parameter reaches the objective still gives a surrogate
+that ``.backward()`` accepts: a step that moves nothing, as Pyro's ``SVI``
+takes. Pyro's own training loop takes any engine through
+:meth:`Engine.differentiable_loss`::
+
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=engine.differentiable_loss)
 """
 
 from typing import ClassVar, NamedTuple
 
+import pyro
 import torch
 
-from pplgen.particles import guess_max_plate_nesting, sample_particles
+from pplgen.checks import (
+    UnsupportedModelError,
+    check_common_scale,
+    check_explicit_guide,
+    check_reparameterizable,
+    check_vectorized,
+)
+from pplgen.particles import sample_particles
+from pplgen.probe import probe_pair
+from pplgen.programs import owning_modules
+
+__all__ = ["Engine", "Loss", "ParticleEngine", "UnsupportedModelError"]
 
 
 class Loss(NamedTuple):
@@ -41,10 +61,6 @@ class Loss(NamedTuple):
 
     surrogate: torch.Tensor
     metrics: dict[str, torch.Tensor]
-
-
-class UnsupportedModelError(ValueError):
-    """An engine cannot train this model/guide pair; the message says why and what can."""
 
 
 class Engine(torch.nn.Module):
@@ -55,11 +71,33 @@ class Engine(torch.nn.Module):
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
 
+    def __init__(self):
+        super().__init__()
+        self.register_forward_hook(_differentiable_surrogate)
+
     def forward(self, model, guide, *args, **kwargs) -> Loss:
         raise NotImplementedError
 
-    def check(self, model, guide, *args, **kwargs) -> None:
-        """Raise :class:`UnsupportedModelError` if this engine cannot train the pair."""
+    def check(self, model, guide, *args, **kwargs):
+        """Raise :class:`UnsupportedModelError` if this engine cannot train the pair; returns its probe."""
+        return probe_pair(model, guide, args, kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The surrogate alone, for Pyro's ``SVI(model, guide, optim, loss=engine.differentiable_loss)``.
+
+        Registers in Pyro's parameter store this engine's own networks
+        (baselines, discriminators) under ``"pplgen.<engine name>"`` and the
+        ``torch.nn.Module`` behind model and guide (a module passed whole, or
+        the owner of bound methods such as ``vae.model``) under
+        ``"pplgen.<class name>"``, so Pyro's optimizer steps all of them.
+        """
+        loss = self(model, guide, *args, **kwargs)
+        for module in owning_modules(model, guide):
+            if any(p.requires_grad for p in module.parameters()):
+                pyro.module(f"pplgen.{type(module).__name__}", module)
+        if any(p.requires_grad for p in self.parameters()):
+            pyro.module(f"pplgen.{self.name}", self)
+        return loss.surrogate
 
     def helper_losses(self, model, guide, *args, **kwargs):
         """Losses of the helpers alone (e.g. extra discriminator steps), each to be given one optimizer
@@ -79,12 +117,14 @@ class ParticleEngine(Engine):
 
     Holds the options every such engine shares and runs the particles through
     :func:`pplgen.particles.sample_particles`; ``max_plate_nesting`` is found by
-    running the program once when not given.
+    the probe in :meth:`check` when not given.
     """
 
     reparameterized: ClassVar[bool]
     #: Whether the engine trains guides whose sites have no density (``Implicit`` samplers).
     implicit_guides: ClassVar[bool] = False
+    #: Whether the engine weighs all sites of a datum together (importance weights), so they need one scale.
+    needs_common_scale: ClassVar[bool] = False
 
     def __init__(self, num_particles, max_plate_nesting=None):
         super().__init__()
@@ -94,35 +134,47 @@ class ParticleEngine(Engine):
             raise ValueError(f"max_plate_nesting must be a non-negative int or None, got {max_plate_nesting!r}")
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
+        #: The plate nesting in use: the option, or what the probe found.
+        self.plate_nesting = max_plate_nesting
 
     def particles(self, model, guide, args, kwargs, *, num_particles=None, latents="pathwise"):
-        if self.max_plate_nesting is None:
-            self.max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+        if self.plate_nesting is None:
+            self.check(model, guide, *args, **kwargs)
         return sample_particles(
             model,
             guide,
             args,
             kwargs,
             num_particles=num_particles or self.num_particles,
-            max_plate_nesting=self.max_plate_nesting,
+            max_plate_nesting=self.plate_nesting,
             latents=latents,
         )
 
     def check(self, model, guide, *args, **kwargs):
-        # Imported here: the checks raise this module's errors, and the registry imports the engines.
-        from pplgen.checks import check_explicit_guide, check_pair, check_reparameterizable
-        from pplgen.inference import score_function_engines
-
+        """Probe the pair (keeping its ``max_plate_nesting``) and refuse what this engine cannot train."""
         try:
-            particles = self.particles(model, guide, args, kwargs, num_particles=1)
-        except (ValueError, RuntimeError) as error:
-            raise ValueError(f"{self.name}: model and guide fail when run together on these arguments: {error}") from error
-        check_pair(particles)
+            probe = probe_pair(model, guide, args, kwargs, max_plate_nesting=self.max_plate_nesting)
+        except UnsupportedModelError:
+            raise
+        except ValueError as error:
+            raise ValueError(f"{self.name}: {error}") from error
+        self.plate_nesting = probe.max_plate_nesting
         if not self.implicit_guides:
-            check_explicit_guide(particles, self.name)
+            check_explicit_guide(probe, self.name)
         if self.reparameterized:
-            check_reparameterizable(particles, self.name, score_function_engines())
-        return particles
+            check_reparameterizable(probe, self.name)
+        if self.needs_common_scale:
+            check_common_scale(probe, self.name)
+        if self.num_particles > 1:
+            check_vectorized(model, guide, args, kwargs, self.name, self.num_particles, self.plate_nesting)
+        return probe
 
     def options(self):
         return {"num_particles": self.num_particles}
+
+
+def _differentiable_surrogate(engine, inputs, loss):
+    """A surrogate that no parameter reaches becomes a leaf that ``.backward()`` accepts (a step that moves nothing)."""
+    if loss.surrogate.requires_grad or not torch.is_grad_enabled():
+        return loss
+    return Loss(loss.surrogate.detach().requires_grad_(), loss.metrics)

@@ -23,9 +23,10 @@ import torch
 from pyro import poutine
 
 from pplgen.annealing import ais
-from pplgen.checks import check_explicit_guide, check_pair
+from pplgen.checks import check_explicit_guide
 from pplgen.distributions import is_implicit
-from pplgen.particles import guess_max_plate_nesting, is_sample_site, log_weights, sample_particles
+from pplgen.particles import is_sample_site, log_weights, sample_particles
+from pplgen.probe import probe_pair
 from pplgen.programs import model_and_guide
 
 __all__ = ["ais", "elbo", "implicit_sites", "log_likelihood"]
@@ -85,10 +86,9 @@ class _Scorer:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.particle_chunk = particle_chunk
-        self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, (data[:batch_size],), {})
-        particles = self._particles(data[:batch_size], 1)
-        check_pair(particles)
-        check_explicit_guide(particles, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)")
+        probe = probe_pair(self.model, self.guide, (data[:batch_size],), {})
+        self.max_plate_nesting = probe.max_plate_nesting
+        check_explicit_guide(probe, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)")
 
     def batches(self):
         return self.data.split(self.batch_size)

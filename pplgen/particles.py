@@ -60,19 +60,46 @@ class Particles:
     def reduce(self, log_prob):
         """Sum a site's log-density over all batch dims but the particle and factor dims.
 
-        Returns a tensor of shape ``(K, *factor_sizes)``.
+        Returns a tensor of shape ``(K, *factor_sizes)`` (a size 1 where the site does not reach a dim).
         """
         return reduce_to_factors(log_prob, self.particle_dim, self.factor_dims)
 
+    def reduce_max(self, values):
+        """Like :meth:`reduce`, with the maximum in place of the sum."""
+        return reduce_to_factors(values, self.particle_dim, self.factor_dims, reduction=torch.amax)
 
-def reduce_to_factors(log_prob, particle_dim, factor_dims):
-    """Sum ``log_prob`` (batch dims only) over all dims right of ``particle_dim`` but ``factor_dims``;
-    shape ``(K, *factor_sizes)``."""
+    def zeros(self):
+        """A zero log-density of every particle and factor, ``(K, *factor_sizes)``."""
+        sites = self.sites(self.model_trace) + self.sites(self.guide_trace)
+        like = next((s["value"] for s in sites if s["value"].is_floating_point()), None)
+        options = {"dtype": like.dtype, "device": like.device} if like is not None else {}
+        shape = (self.num_particles, *self.factor_sizes())
+        return torch.zeros(shape, **options)
+
+    def factor_sizes(self):
+        """The sizes of the factor plates, from the sites' plate frames."""
+        sizes = {}
+        for trace in (self.model_trace, self.guide_trace):
+            for site in self.sites(trace):
+                for frame in site["cond_indep_stack"]:
+                    if frame.dim in self.factor_dims and frame.name != PARTICLE_PLATE:
+                        sizes[frame.dim] = frame.size
+        return tuple(sizes[d] for d in self.factor_dims)
+
+
+def reduce_to_factors(log_prob, particle_dim, factor_dims, *, reduction=torch.sum):
+    """Reduce ``log_prob`` (batch dims only) over all dims right of ``particle_dim`` but ``factor_dims``
+    (a sum, or ``reduction``); shape ``(K, *factor_sizes)``."""
     ndim = -particle_dim
+    if log_prob.dim() > ndim:
+        raise ValueError(
+            f"a log-density of shape {tuple(log_prob.shape)} has more batch dims than the {ndim - 1} plate dims "
+            "declared: put every batch dim of a site in a pyro.plate, or declare event dims with .to_event(...)."
+        )
     log_prob = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
     summed = [d for d in range(particle_dim + 1, 0) if d not in factor_dims]
     if summed:
-        log_prob = log_prob.sum(dim=summed, keepdim=True)
+        log_prob = reduction(log_prob, dim=summed, keepdim=True)
     return log_prob.reshape(log_prob.shape[0], *(log_prob.shape[d] for d in factor_dims))
 
 
@@ -89,14 +116,6 @@ class LogWeights:
     @property
     def log_weights(self):
         return self.model - self.guide
-
-
-def guess_max_plate_nesting(model, guide, args, kwargs):
-    """How many plate dims the program uses, found by running it once."""
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return plate_nesting(guide_trace, model_trace)
 
 
 def plate_nesting(*traces):
@@ -118,15 +137,19 @@ class DetachLatents(Messenger):
     Placed *outside* ``poutine.trace``, so the trace and everything the program
     computes from the draw see the detached value. With ``requires_grad`` the
     detached value is a fresh leaf that requires grad (floating-point draws only).
+
+    ``pathwise`` keeps each draw as it was before the cut, by site name.
     """
 
     def __init__(self, requires_grad=False):
         super().__init__()
         self.requires_grad = requires_grad
+        self.pathwise = {}
 
     def _pyro_post_sample(self, msg):
         if msg["is_observed"] or site_is_subsample(msg):
             return
+        self.pathwise[msg["name"]] = msg["value"]
         value = msg["value"].detach()
         msg["value"] = value.requires_grad_() if self.requires_grad and value.is_floating_point() else value
 
@@ -151,13 +174,24 @@ def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nes
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 
-def site_log_prob(site, *, detach_params=False):
-    """Unscaled, masked log-density of a sample site at its value."""
+def site_log_prob(site, *, detach_params=False, scaled=False):
+    """Masked log-density of a sample site at its value, times the site's scale if ``scaled``.
+
+    Masks and scales are Pyro's: a mask is a bool or a bool tensor that
+    broadcasts with the log-density, a scale a number or a tensor that does.
+    """
     fn = detach_parameters(site["fn"], site["name"]) if detach_params else site["fn"]
-    log_prob = fn.log_prob(site["value"])
-    if site["mask"] is not None:
-        log_prob = log_prob.masked_fill(~site["mask"], 0.0)
-    return log_prob
+    log_prob = masked(fn.log_prob(site["value"]), site["mask"])
+    return site["scale"] * log_prob if scaled else log_prob
+
+
+def masked(log_prob, mask):
+    """``log_prob`` with zeros where ``mask`` (None, a bool, or a bool tensor) is False."""
+    if mask is None or mask is True:
+        return log_prob
+    if mask is False:
+        return torch.zeros_like(log_prob)
+    return torch.where(mask, log_prob, log_prob.new_zeros(()))
 
 
 def log_weights(particles, *, detach_guide_params=False):
@@ -169,37 +203,71 @@ def log_weights(particles, *, detach_guide_params=False):
     )
 
 
-def model_log_density(particles):
+def model_log_density(particles, *, scaled=False):
     """log p(x, z_k), shape ``(K, *factor_sizes)``."""
-    return sum(particles.reduce(site_log_prob(s)) for s in particles.sites(particles.model_trace))
+    return _total(particles, particles.sites(particles.model_trace), scaled=scaled)
 
 
-def site_log_densities(particles, trace):
+def site_log_densities(particles, trace, *, scaled=False):
     """``{site name: log-density}`` of every sample site of ``trace``, each ``(K, *factor_sizes)``."""
-    return {site["name"]: particles.reduce(site_log_prob(site)) for site in particles.sites(trace)}
+    return {site["name"]: particles.reduce(site_log_prob(site, scaled=scaled)) for site in particles.sites(trace)}
 
 
-def guide_log_density(particles, *, detach_params=False):
+def guide_log_density(particles, *, detach_params=False, scaled=False):
     """log q(z_k | x), shape ``(K, *factor_sizes)``; with ``detach_params`` the
     guide's parameters are cut from the graph but the path through z_k is kept."""
-    return sum(
-        particles.reduce(site_log_prob(s, detach_params=detach_params))
-        for s in particles.sites(particles.guide_trace)
-    )
+    return _total(particles, particles.sites(particles.guide_trace), detach_params=detach_params, scaled=scaled)
+
+
+def _total(particles, sites, **options):
+    """Σ of the sites' log-densities per particle and factor; a zero of that shape for no site."""
+    total = particles.zeros()
+    for site in sites:
+        total = total + particles.reduce(site_log_prob(site, **options))
+    return total
 
 
 def common_scale(particles):
-    """The subsampling scale every site shares; importance weights need one."""
+    """The scale every site shares in each factor, a number or a ``(1, *factor_sizes)`` tensor;
+    importance weights need one. Raises ``ValueError`` naming two sites that differ."""
     sites = particles.sites(particles.model_trace) + particles.sites(particles.guide_trace)
-    scale = sites[0]["scale"]
-    for site in sites[1:]:
-        if not _same_scale(site["scale"], scale):
+    if not sites:
+        return 1.0
+    scales = [(site, _factor_scale(particles, site)) for site in sites]
+    first, scale = scales[0]
+    for site, other in scales[1:]:
+        if not _same_scale(other, scale):
             raise ValueError(
-                f"site '{site['name']}' has scale {site['scale']} but site '{sites[0]['name']}' has {scale}: "
-                "importance weights need every site scaled alike. Put all sites in the same "
-                "subsampled plate, or drop the extra poutine.scale."
+                f"site '{site['name']}' has scale {_describe(site['scale'])} but site '{first['name']}' has "
+                f"{_describe(first['scale'])}: importance weights need every site of a datum scaled alike"
             )
     return scale
+
+
+def _factor_scale(particles, site):
+    """The site's scale per factor: a number, or a tensor ``(1, *factor_sizes)`` when it varies across factors.
+
+    Raises ``ValueError`` when the scale varies within a factor (along a dim the weights sum over).
+    """
+    scale = site["scale"]
+    if not isinstance(scale, torch.Tensor) or scale.dim() == 0:
+        return float(scale)
+    ones = torch.ones(site["fn"].batch_shape, dtype=scale.dtype, device=scale.device)
+    spread = scale * ones
+    low = -particles.reduce_max(-spread)
+    high = particles.reduce_max(spread)
+    if not torch.equal(low, high):
+        raise ValueError(
+            f"site '{site['name']}' has a scale that varies inside a datum (along a plate that not every site "
+            "shares): importance weights need one scale per datum"
+        )
+    return high
+
+
+def _describe(scale):
+    if isinstance(scale, torch.Tensor) and scale.numel() > 1:
+        return f"a tensor of shape {tuple(scale.shape)}"
+    return f"{float(scale):g}"
 
 
 def observed_features(particles, factor_shape, dtype):
@@ -209,6 +277,7 @@ def observed_features(particles, factor_shape, dtype):
         # A per-particle observation repeats one value over the particles: keep the first.
         _per_factor(particles, site["value"].detach(), site["fn"].event_dim, factor_shape)[0]
         for site in particles.sites(particles.model_trace, observed=True)
+        if is_observation(site)
     ]
     return torch.cat(features, dim=-1).to(dtype) if features else None
 
@@ -314,27 +383,42 @@ def is_sample_site(site):
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
+def is_observation(site):
+    """An observed site that holds data: not a ``pyro.factor``, ``pyro.deterministic`` or a
+    reparameterizer's masked-out stand-in for a latent."""
+    if not site["is_observed"] or is_auxiliary(site) or site["infer"].get("_deterministic"):
+        return False
+    fn = site["fn"]
+    return not (isinstance(fn, dist.MaskedDistribution) and fn._mask is False)
+
+
 def is_auxiliary(site):
     """A guide site that the model does not have (Pyro's ``infer={"is_auxiliary": True}``)."""
     return bool(site["infer"].get("is_auxiliary", False))
 
 
-def _plate_dims(site):
+def vectorized_plates(site):
+    """``{(plate name, dim)}`` of the vectorized plates (not the particle plate) the site sits in."""
     return {
-        frame.dim
+        (frame.name, frame.dim)
         for frame in site["cond_indep_stack"]
         if frame.vectorized and frame.dim is not None and frame.name != PARTICLE_PLATE
     }
 
 
 def shared_plate_dims(*traces):
-    """The plate dims (not the particle plate's) that every sample site of ``traces`` sits in."""
-    dim_sets = [_plate_dims(site) for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
-    shared = set.intersection(*dim_sets) if dim_sets else set()
-    return tuple(sorted(shared))
+    """The dims of the plates (not the particle plate) that every sample site of ``traces`` sits in.
+
+    Plates are told apart by name, as Pyro does: sibling plates that reuse a
+    dim are separate factors, so a dim counts only when one plate holds every site.
+    """
+    plate_sets = [vectorized_plates(site) for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
+    shared = set.intersection(*plate_sets) if plate_sets else set()
+    return tuple(sorted(dim for _, dim in shared))
 
 
 def _same_scale(a, b):
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+        a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
+        return bool(torch.equal(a, b))
     return a == b

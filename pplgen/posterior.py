@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 import torch
 from pyro import poutine
 
-from pplgen.checks import check_explicit_guide, check_pair
+from pplgen.checks import check_explicit_guide
 from pplgen.particles import (
     PARTICLE_PLATE,
-    guess_max_plate_nesting,
     is_sample_site,
     log_weights,
     plate_nesting,
     sample_particles,
     site_log_prob,
 )
+from pplgen.probe import probe_pair
 
 
 @dataclass
@@ -59,10 +59,10 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
     kwargs = kwargs or {}
-    nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+    probe = probe_pair(model, guide, args, kwargs)
+    check_explicit_guide(probe, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)")
+    nesting = probe.max_plate_nesting
     particles = sample_particles(model, guide, args, kwargs, num_particles=num_samples, max_plate_nesting=nesting)
-    check_pair(particles)
-    check_explicit_guide(particles, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)")
     draws = PosteriorDraws(NamedDraws(), NamedDraws(), NamedDraws(), NamedDraws(), _total_log_weights(particles))
     for site in particles.sites(particles.model_trace):
         value, dims = named_value(site, site["value"], nesting, draws=num_samples)

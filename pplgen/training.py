@@ -93,8 +93,9 @@ class Trainer:
         """Check the pair, sort the parameters into roles and build the optimizer (once)."""
         if self.optimizer is not None:
             return
-        self.engine.check(self.model, self.guide, *args, **kwargs)
-        self.roles, self.store_params = parameter_roles(self.model, self.guide, self.engine, args, kwargs)
+        probe = self.engine.check(self.model, self.guide, *args, **kwargs)
+        self.roles = parameter_roles(probe, self.model, self.guide, self.engine)
+        self.store_params = probe.store_params
         groups = [
             {"params": params, "role": role, **({"lr": self.learning_rates[role]} if role in self.learning_rates else {})}
             for role, params in self.roles.items()

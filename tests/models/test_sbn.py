@@ -9,10 +9,10 @@ from pyro import poutine
 
 import pplgen
 from pplgen import UnsupportedModelError
-from pplgen.dependencies import downstream_sites
 from pplgen.inference import get, score_function_engines
 from pplgen.models import VAE, HelmholtzMachine, SigmoidBeliefNet
 from pplgen.particles import sample_particles
+from pplgen.probe import probe_pair
 
 SCORE_FUNCTION_ENGINES = ["wake_sleep", "rws", "nvil", "vimco"]
 
@@ -82,7 +82,7 @@ def test_data_of_the_wrong_shape_is_named():
 def test_local_signals_follow_the_layers():
     """Each guide layer's signal holds the terms that layer and the layers above it can move (NVIL §3.3)."""
     sbn = SigmoidBeliefNet(layers=(5, 4, 3), observed=12)
-    downstream = downstream_sites(sbn.model, sbn.guide, (binary_data(6),), {}, max_plate_nesting=1)
+    downstream = probe_pair(sbn.model, sbn.guide, (binary_data(6),), {}).downstream
     assert downstream.model == {
         "h1": {"x", "h1", "h2", "h3"},
         "h2": {"h1", "h2", "h3"},

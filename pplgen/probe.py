@@ -1,0 +1,137 @@
+"""One probe of a model/guide pair: what every engine, ``fit`` and evaluation need to know, from one run.
+
+::
+
+    probe = probe_pair(model, guide, (x,), {})
+    probe.max_plate_nesting, probe.plates["data"], probe.downstream, probe.store_params
+
+The guide runs once and the model replays its draws, inside
+``poutine.block`` and with the random number generators restored afterwards,
+so probing (before training, or after a resume) changes no draw that follows.
+Each latent is cut from the guide's graph as it is drawn and replaced by a
+fresh leaf that requires grad; the draw before the cut is kept too. From
+these one run yields
+
+* the traces and sites, with their scales, masks and reparameterizability
+  (the :class:`~pplgen.particles.Particles` of one particle),
+* the plates by name, with dim, size and subsample size (sibling plates that
+  reuse a dim are separate plates, as in Pyro),
+* ``max_plate_nesting``,
+* the ``pyro.param`` sites the programs touch,
+* dependencies, by autograd from the leaves: which densities each latent
+  reaches (:mod:`pplgen.dependencies`),
+
+and the pair is validated once, by pplgen's checks and Pyro's own
+(:mod:`pplgen.checks`), so engines refuse a pair in ``check`` and never
+later, at a step.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from pyro import poutine
+
+from pplgen.checks import check_pair
+from pplgen.dependencies import downstream_sites, prior_parents
+from pplgen.particles import (
+    PARTICLE_PLATE,
+    DetachLatents,
+    Particles,
+    plate_nesting,
+    shared_plate_dims,
+)
+
+
+@dataclass(frozen=True)
+class Plate:
+    """A ``pyro.plate`` as the programs used it. ``dim`` is None for a sequential plate."""
+
+    name: str
+    dim: int | None
+    size: int
+    subsample_size: int
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """What one run of a model/guide pair tells (see the module docs).
+
+    ``particles`` holds one particle whose latents are leaves requiring grad
+    (floating-point draws); ``pathwise`` the guide's draws before the cut, by
+    site name; ``store_params`` the unconstrained ``pyro.param`` values used.
+    """
+
+    particles: Particles
+    pathwise: dict
+    store_params: dict
+    max_plate_nesting: int
+
+    @property
+    def model_trace(self):
+        return self.particles.model_trace
+
+    @property
+    def guide_trace(self):
+        return self.particles.guide_trace
+
+    def sites(self, trace, *, observed=None):
+        return self.particles.sites(trace, observed=observed)
+
+    @cached_property
+    def plates(self):
+        """``{name: Plate}`` of every plate a sample site of model or guide sits in."""
+        plates = {}
+        for trace in (self.model_trace, self.guide_trace):
+            for site in self.sites(trace):
+                for frame in site["cond_indep_stack"]:
+                    if frame.name != PARTICLE_PLATE:
+                        plates[frame.name] = Plate(
+                            frame.name, frame.dim if frame.vectorized else None, frame.full_size or frame.size, frame.size
+                        )
+        return plates
+
+    @cached_property
+    def downstream(self):
+        """The model and guide sites in each guide latent's local learning signal."""
+        return downstream_sites(self.particles)
+
+    @cached_property
+    def prior_parents(self):
+        """``{model latent: the other latents its prior density reads}``."""
+        return prior_parents(self.particles)
+
+    def site_names(self):
+        """The names of the model's and the guide's sample sites: the program's structure."""
+        return tuple(self.model_trace.nodes), tuple(self.guide_trace.nodes)
+
+
+def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
+    """Run the pair once and check it (see the module docs); returns a :class:`Probe`.
+
+    Raises ``ValueError`` when the programs fail together or the pair is
+    malformed (pplgen's checks and Pyro's, with the site's name).
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    cut = DetachLatents(requires_grad=True)
+    with torch.random.fork_rng(devices=devices), poutine.block(), poutine.trace(param_only=True) as params:
+        try:
+            with cut:
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        except (ValueError, RuntimeError, TypeError, IndexError, KeyError, NotImplementedError) as error:
+            raise ValueError(f"model and guide fail when run together on these arguments: {error}") from error
+    nesting = plate_nesting(guide_trace, model_trace)
+    if max_plate_nesting is not None:
+        if max_plate_nesting < nesting:
+            raise ValueError(
+                f"max_plate_nesting={max_plate_nesting} but the programs use {nesting} plate dims; "
+                f"pass max_plate_nesting={nesting} or more (or leave it None to find it)."
+            )
+        nesting = max_plate_nesting
+    particles = Particles(guide_trace, model_trace, 1, -nesting - 1, shared_plate_dims(guide_trace, model_trace))
+    store_params = {name: site["value"].unconstrained() for name, site in params.trace.nodes.items()}
+    probe = Probe(particles, dict(cut.pathwise), store_params, nesting)
+    check_pair(probe)
+    return probe
+

@@ -1,0 +1,92 @@
+"""Every registered engine on every program shape of the catalogue: it trains, or ``check`` refuses it.
+
+A cell that trains runs ``check`` and then three optimizer steps, each with a
+finite surrogate and finite gradients, and ``check`` must have found every
+problem: no step may raise. A refused cell raises ``ValueError`` (or
+:class:`~pplgen.UnsupportedModelError`) from ``check`` with the fragment in
+:mod:`outcomes`. Pairs Pyro rejects are refused by every engine.
+"""
+
+import math
+
+import pyro
+import pytest
+import torch
+from outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected
+from pplgen.inference import ENGINES as REGISTRY
+from pplgen.inference import get
+from programs import PROGRAMS
+
+import pplgen
+from pplgen.programs import owning_modules
+
+CELLS = [(entry, engine) for entry in PROGRAMS for engine in ENGINES]
+IDS = [f"{entry.name}-{engine}" for entry, engine in CELLS]
+
+
+def test_the_table_covers_every_registered_engine_and_program():
+    assert set(ENGINES) == set(REGISTRY)
+    names = {entry.name for entry in PROGRAMS}
+    assert set(REFUSED) <= names and set(PYRO_REFUSED) <= names
+    assert {entry.name for entry in PROGRAMS if entry.pyro != "ok"} == set(PYRO_REFUSED)
+
+
+@pytest.mark.parametrize("entry, engine_name", CELLS, ids=IDS)
+def test_engine_trains_or_refuses_in_check(entry, engine_name):
+    model, guide, args, kwargs = entry.build()
+    engine = get(engine_name, **ENGINES[engine_name])
+    refusal = expected(entry.name, engine_name)
+    if refusal is not None:
+        with pytest.raises(ValueError, match=refusal):
+            engine.check(model, guide, *args, **kwargs)
+        return
+    probe = engine.check(model, guide, *args, **kwargs)
+    params = _parameters(probe, model, guide, engine)
+    optimizer = torch.optim.SGD(params, lr=1e-3) if params else None
+    for _ in range(3):
+        loss = engine(model, guide, *args, **kwargs)
+        assert loss.surrogate.shape == () and torch.isfinite(loss.surrogate)
+        assert all(math.isfinite(value) for value in loss.metrics.values())
+        if optimizer:
+            optimizer.zero_grad()
+        loss.surrogate.backward()
+        assert all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+        if optimizer:
+            optimizer.step()
+
+
+def _parameters(probe, model, guide, engine):
+    candidates = list(probe.store_params.values()) + list(engine.parameters())
+    candidates += [p for module in owning_modules(model, guide) for p in module.parameters()]
+    unique = {id(p): p for p in candidates if p.requires_grad}
+    return list(unique.values())
+
+
+def test_a_pair_with_nothing_to_train_takes_a_step_that_moves_nothing():
+    """Pyro's SVI takes no step when no parameter reaches the loss; an engine's surrogate still accepts ``backward``."""
+    entry = next(e for e in PROGRAMS if e.name == "no_trainable_parameters")
+    model, guide, args, kwargs = entry.build()
+    for name, options in ENGINES.items():
+        if expected(entry.name, name) is None:
+            loss = get(name, **options)(model, guide, *args, **kwargs)
+            assert loss.surrogate.requires_grad
+            loss.surrogate.backward()
+
+
+def test_fit_refuses_a_pair_with_no_parameter_by_name():
+    entry = next(e for e in PROGRAMS if e.name == "no_trainable_parameters")
+    model, guide, args, kwargs = entry.build()
+    with pytest.raises(ValueError, match="no parameters to train"):
+        pplgen.fit(model, "svi", args, guide=guide, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("entry", [e for e in PROGRAMS if e.pyro == "ok"], ids=lambda e: e.name)
+def test_checking_leaves_the_random_number_generators_untouched(entry):
+    model, guide, args, kwargs = entry.build()
+    pyro.set_rng_seed(3)
+    before = torch.get_rng_state()
+    try:
+        get("svi").check(model, guide, *args, **kwargs)
+    except ValueError:
+        pass
+    assert torch.equal(before, torch.get_rng_state())
