@@ -68,6 +68,7 @@ from pplgen.particles import (
     observed_features,
     site_log_prob,
 )
+from pplgen.stacked import stack_traces
 
 
 class AVB(ParticleEngine):
@@ -149,10 +150,13 @@ class AVB(ParticleEngine):
         return x.expand(*z.shape[:-1], x.shape[-1]), z
 
     def _prior_trace(self, model, args, kwargs):
-        """The model run on the same data with its latents drawn from the prior (no gradients)."""
-        plate = pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.plate_nesting - 1)
-        with torch.no_grad(), poutine.block(), plate:
-            return poutine.trace(model).get_trace(*args, **kwargs)
+        """The model run on the same data with its latents drawn from the prior (no gradients), K particles."""
+        with torch.no_grad(), poutine.block():
+            if not self.vectorized:
+                runs = [poutine.trace(model).get_trace(*args, **kwargs) for _ in range(self.num_particles)]
+                return stack_traces(runs, self.plate_nesting)
+            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.plate_nesting - 1):
+                return poutine.trace(model).get_trace(*args, **kwargs)
 
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""

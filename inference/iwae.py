@@ -89,6 +89,9 @@ class IWAE(ParticleEngine):
         fixed_guide = guide_log_density(particles, detach_params=True)
         return model_term + path_term - (squared * fixed_guide).sum()
 
+    def needs_vectorized_particles(self):
+        return "estimator='dreg'" if self.estimator == "dreg" else None
+
     def check(self, model, guide, *args, **kwargs):
         probe = super().check(model, guide, *args, **kwargs)
         if self.estimator == "dreg":

@@ -128,6 +128,9 @@ class NVIL(ParticleEngine):
         baseline_loss = (signals - mean - baseline).pow(2).sum() / particles.num_particles
         return (residual - mean) / std, baseline_loss
 
+    def needs_vectorized_particles(self):
+        return "local_signals=True" if self.local_signals else None
+
     def check(self, model, guide, *args, **kwargs):
         """Also builds the baseline and the running statistics for this program (their sizes are its sizes)."""
         probe = super().check(model, guide, *args, **kwargs)

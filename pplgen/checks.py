@@ -99,22 +99,46 @@ def _log_prob_shaped(site):
     return site_log_prob(site)
 
 
-def check_vectorized(model, guide, args, kwargs, engine_name, num_particles, plate_nesting):
-    """The programs run on two particles at once, in a plate left of their own (RNG untouched)."""
+def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None):
+    """Whether the programs run on particles drawn at once (True) or only one run at a time (False).
+
+    Vectorized particles sit in a plate left of the program's plates; programs
+    that do not broadcast over it run once per particle, as Pyro runs them
+    (:mod:`pplgen.stacked`). ``needs_vectorized`` names an option that needs
+    vectorized particles, if the engine has one on. Leaves the RNG untouched.
+    """
+    vectorized_error = _particles_error(model, guide, args, kwargs, plate_nesting, vectorized=True)
+    if vectorized_error is None:
+        return True
+    failure = f"the programs fail on particles drawn at once, in a plate at dim {-plate_nesting - 1} ({vectorized_error})"
+    if needs_vectorized is not None:
+        raise UnsupportedModelError(
+            f"{failure}, and {engine_name} with {needs_vectorized} needs them: write every batch dim inside a "
+            "pyro.plate and index from the right (e.g. pyro.ops.indexing.Vindex, x[..., k]), or turn the option off."
+        )
+    stacked_error = _particles_error(model, guide, args, kwargs, plate_nesting, vectorized=False)
+    if stacked_error is not None:
+        raise UnsupportedModelError(
+            f"{failure}, and one run at a time too ({stacked_error}); {engine_name} needs several particles of the "
+            "same sites: use an engine with num_particles=1 (svi, nvil, wake_sleep)."
+        )
+    return False
+
+
+def _particles_error(model, guide, args, kwargs, plate_nesting, *, vectorized):
+    """Why two particles cannot be drawn and scored this way, or None."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
         with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
-            particles = sample_particles(model, guide, args, kwargs, num_particles=2, max_plate_nesting=plate_nesting)
+            particles = sample_particles(
+                model, guide, args, kwargs, num_particles=2, max_plate_nesting=plate_nesting, vectorized=vectorized
+            )
             for trace in (particles.model_trace, particles.guide_trace):
                 for site in particles.sites(trace):
                     particles.reduce(_log_prob_shaped(site))
     except (ValueError, RuntimeError, IndexError) as error:
-        raise UnsupportedModelError(
-            f"{engine_name} draws its {num_particles} particles at once, in a plate at dim {-plate_nesting - 1} left "
-            f"of the program's plates, and the programs fail there ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]}): write every batch dim inside a pyro.plate and index from the right "
-            "(e.g. pyro.ops.indexing.Vindex, x[..., k]), or use an engine with num_particles=1 (svi, nvil, wake_sleep)."
-        ) from error
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return None
 
 
 def check_reparameterizable(probe, engine_name):

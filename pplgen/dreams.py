@@ -124,7 +124,7 @@ def find_data_arguments(observed, args, kwargs):
         matches = [key for key, argument in candidates if _holds(argument, obs)]
         if len(matches) != 1:
             found = "several arguments hold it" if matches else "no argument holds it unchanged"
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"cannot tell which model argument holds the data observed at site '{name}' ({found}); "
                 f"pass data_arguments={{'{name}': 0}} (its position) or {{'{name}': 'keyword'}} to the engine."
             )

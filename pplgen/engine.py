@@ -46,8 +46,8 @@ from pplgen.checks import (
     UnsupportedModelError,
     check_common_scale,
     check_explicit_guide,
+    check_particles,
     check_reparameterizable,
-    check_vectorized,
 )
 from pplgen.particles import sample_particles
 from pplgen.probe import probe_pair
@@ -136,11 +136,13 @@ class ParticleEngine(Engine):
         self.max_plate_nesting = max_plate_nesting
         #: The plate nesting in use: the option, or what the probe found.
         self.plate_nesting = max_plate_nesting
+        #: Whether particles are drawn at once (else one run each, for programs that do not broadcast over them).
+        self.vectorized = True
 
     def particles(self, model, guide, args, kwargs, *, num_particles=None, latents="pathwise"):
         if self.plate_nesting is None:
             self.check(model, guide, *args, **kwargs)
-        return sample_particles(
+        particles = sample_particles(
             model,
             guide,
             args,
@@ -148,7 +150,18 @@ class ParticleEngine(Engine):
             num_particles=num_particles or self.num_particles,
             max_plate_nesting=self.plate_nesting,
             latents=latents,
+            vectorized=self.vectorized,
         )
+        # The data can change a program's sites (a label observed in one batch, drawn in the next): the
+        # per-site refusals are cheap, so every step repeats them rather than train a site it cannot.
+        self._check_sites(particles)
+        return particles
+
+    def _check_sites(self, particles):
+        if not self.implicit_guides:
+            check_explicit_guide(particles, self.name)
+        if self.reparameterized:
+            check_reparameterizable(particles, self.name)
 
     def check(self, model, guide, *args, **kwargs):
         """Probe the pair (keeping its ``max_plate_nesting``) and refuse what this engine cannot train."""
@@ -159,15 +172,18 @@ class ParticleEngine(Engine):
         except ValueError as error:
             raise ValueError(f"{self.name}: {error}") from error
         self.plate_nesting = probe.max_plate_nesting
-        if not self.implicit_guides:
-            check_explicit_guide(probe, self.name)
-        if self.reparameterized:
-            check_reparameterizable(probe, self.name)
+        self._check_sites(probe)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
         if self.num_particles > 1:
-            check_vectorized(model, guide, args, kwargs, self.name, self.num_particles, self.plate_nesting)
+            self.vectorized = check_particles(
+                model, guide, args, kwargs, self.name, self.plate_nesting, self.needs_vectorized_particles()
+            )
         return probe
+
+    def needs_vectorized_particles(self):
+        """The option that needs all particles drawn at once (it differentiates with respect to latents), if on."""
+        return None
 
     def options(self):
         return {"num_particles": self.num_particles}

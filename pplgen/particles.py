@@ -22,6 +22,8 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from pplgen.stacked import Stacked, stack_traces
+
 PARTICLE_PLATE = "_particles"
 
 #: How the model sees the guide's latents (``sample_particles(latents=...)``):
@@ -154,14 +156,19 @@ class DetachLatents(Messenger):
         msg["value"] = value.requires_grad_() if self.requires_grad and value.is_floating_point() else value
 
 
-def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nesting, latents="pathwise"):
-    """Run the guide and the model on K vectorized particles.
+def sample_particles(
+    model, guide, args, kwargs, *, num_particles, max_plate_nesting, latents="pathwise", vectorized=True
+):
+    """Run the guide and the model on K particles, vectorized or (``vectorized=False``) one run each.
 
     ``latents`` (one of :data:`LATENT_MODES`) says how gradients may flow
-    through the guide's draws.
+    through the guide's draws; runs one at a time keep the paths of
+    ``"pathwise"`` and ``"detached"`` only (see :mod:`pplgen.stacked`).
     """
     if latents not in LATENT_MODES:
         raise ValueError(f"latents must be one of {LATENT_MODES}, got {latents!r}")
+    if not vectorized and num_particles > 1:
+        return _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, latents)
     particle_dim = -max_plate_nesting - 1
     # One particle needs no plate: its log-densities get the particle dim in ``reduce``.
     particle_plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim) if num_particles > 1 else nullcontext()
@@ -172,6 +179,22 @@ def sample_particles(model, guide, args, kwargs, *, num_particles, max_plate_nes
         replayed = _detached_leaves(guide_trace) if latents == "model_leaves" else guide_trace
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
+
+
+def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, latents):
+    if latents not in ("pathwise", "detached"):
+        raise ValueError(f"particles drawn one run at a time cannot keep latents={latents!r}")
+    runs = [
+        sample_particles(model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents=latents)
+        for _ in range(num_particles)
+    ]
+    return Particles(
+        stack_traces([run.guide_trace for run in runs], max_plate_nesting),
+        stack_traces([run.model_trace for run in runs], max_plate_nesting),
+        num_particles,
+        runs[0].particle_dim,
+        runs[0].factor_dims,
+    )
 
 
 def site_log_prob(site, *, detach_params=False, scaled=False):
@@ -344,6 +367,8 @@ def detach_parameters(fn, site_name):
     Used where an estimator keeps the path derivative through a latent but
     drops the score of the guide's parameters (sticking the landing, DReG).
     """
+    if isinstance(fn, Stacked):
+        return fn.map(lambda run: detach_parameters(run, site_name))
     if isinstance(fn, dist.Independent):
         return detach_parameters(fn.base_dist, site_name).to_event(fn.reinterpreted_batch_ndims)
     if isinstance(fn, dist.ExpandedDistribution):

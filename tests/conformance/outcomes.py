@@ -21,20 +21,17 @@ ENGINES = {
 }
 
 _SCALAR = {name: "has no rsample" for name in ("svi", "iwae", "avb")}
-_VECTORIZE = {name: "particles at once" for name in ("iwae", "rws", "vimco")}
 _SCALES = {name: "every site of a datum scaled alike" for name in ("iwae", "rws", "vimco", "avb")}
 _DATA_ARGUMENT = {"wake_sleep": "cannot tell which model argument holds the data"}
 _DEPENDENT_PRIOR = {"avb": "its prior depends on latent"}
 _NO_LATENT = {name: "the guide draws no latent site" for name in ("wake_sleep", "nvil", "avb")}
 
 REFUSED = {
-    "global_latent": _VECTORIZE,
     "global_and_local_latents": _DEPENDENT_PRIOR,
     "mixed_discrete_continuous": _SCALAR,
-    "gaussian_mixture": {**_SCALAR, "rws": "particles at once", "vimco": "particles at once"},
+    "gaussian_mixture": _SCALAR,
     "sigmoid_belief_layer": _SCALAR,
     "nested_plates": _DEPENDENT_PRIOR,
-    "sparse_gamma_siblings": _VECTORIZE,
     "sequential_plate": _DATA_ARGUMENT,
     "sequential_plate_subsampled": _DATA_ARGUMENT,
     "sequential_in_vectorized_plate": _DATA_ARGUMENT,

@@ -8,11 +8,12 @@ problem: no step may raise. A refused cell raises ``ValueError`` (or
 """
 
 import math
+from pathlib import Path
 
 import pyro
 import pytest
 import torch
-from outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected
+from outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected, markdown_table
 from pplgen.inference import ENGINES as REGISTRY
 from pplgen.inference import get
 from programs import PROGRAMS
@@ -90,3 +91,8 @@ def test_checking_leaves_the_random_number_generators_untouched(entry):
     except ValueError:
         pass
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_the_readme_shows_this_table():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert markdown_table() in readme

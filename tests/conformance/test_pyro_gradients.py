@@ -72,6 +72,16 @@ JOINT_SHAPES = [
     "ordered_logistic_obs",
     "factor_in_model",
     "global_discrete_and_local",
+    "sibling_plates_learned_priors",
+    "global_scale_and_local_means",
+]
+#: The joint shapes whose model has parameters (θ is what the two estimators share).
+RWS_SHAPES = [
+    "multivariate_normal_obs",
+    "ordered_logistic_obs",
+    "global_discrete_and_local",
+    "sibling_plates_learned_priors",
+    "global_scale_and_local_means",
 ]
 
 
@@ -94,9 +104,55 @@ def global_discrete_and_local():
     return model, guide, (x,), {}
 
 
+def sibling_plates_learned_priors():
+    """Sibling plates of sizes 3 and 4 that reuse dim -1, each with a learned prior mean."""
+    xa, xb = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.0, 0.1, -0.4, 0.9])
+
+    def model(xa, xb):
+        with pyro.plate("a_plate", 3, dim=-1):
+            a = pyro.sample("a", dist.Normal(pyro.param("mean_a", torch.tensor(0.3)), 1.0))
+            pyro.sample("xa", dist.Normal(a, 0.5), obs=xa)
+        with pyro.plate("b_plate", 4, dim=-1):
+            b = pyro.sample("b", dist.Normal(pyro.param("mean_b", torch.tensor(-0.2)), 1.0))
+            pyro.sample("xb", dist.Normal(b, 0.5), obs=xb)
+
+    def guide(xa, xb):
+        with pyro.plate("a_plate", 3, dim=-1):
+            pyro.sample("a", dist.Normal(pyro.param("a_loc", torch.zeros(3)), 0.7))
+        with pyro.plate("b_plate", 4, dim=-1):
+            pyro.sample("b", dist.Normal(pyro.param("b_loc", torch.zeros(4)), 0.7))
+
+    return model, guide, (xa, xb), {}
+
+
+def global_scale_and_local_means():
+    """A global LogNormal scale and local means in a data plate: a hierarchical prior with learned hyperparameters."""
+    x = torch.tensor([0.4, -1.2, 2.2, 0.8, 0.0])
+
+    def model(x):
+        spread = pyro.sample("spread", dist.LogNormal(pyro.param("log_spread_loc", torch.tensor(0.1)), 0.5))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(pyro.param("mu", torch.tensor(0.3)), spread))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("spread", dist.LogNormal(pyro.param("q_spread", torch.tensor(0.0)), 0.3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(pyro.param("z_loc", torch.zeros(len(x))), 0.8))
+
+    return model, guide, (x,), {}
+
+
+LOCAL_PROGRAMS = {
+    "global_discrete_and_local": global_discrete_and_local,
+    "sibling_plates_learned_priors": sibling_plates_learned_priors,
+    "global_scale_and_local_means": global_scale_and_local_means,
+}
+
+
 def build(name):
-    if name == "global_discrete_and_local":
-        return global_discrete_and_local()
+    if name in LOCAL_PROGRAMS:
+        return LOCAL_PROGRAMS[name]()
     return BY_NAME[name].build()
 
 
@@ -175,7 +231,7 @@ def _renyi_surrogate(elbo, model, guide, *args, **kwargs):
     return surrogate
 
 
-@pytest.mark.parametrize("name", JOINT_SHAPES)
+@pytest.mark.parametrize("name", RWS_SHAPES)
 def test_rws_model_update_matches_reweighted_wake_sleep(name):
     pyro_rws = ReweightedWakeSleep(num_particles=3, vectorize_particles=True, insomnia=1.0)
     compare(name, get("rws", num_particles=3), lambda model, guide, *a, **k: pyro_rws._loss(model, guide, a, k)[0], role="model")
