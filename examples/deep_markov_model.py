@@ -25,10 +25,9 @@ Run: ``.venv/bin/python examples/deep_markov_model.py`` (every engine;
 ``--engine svi`` for one, ``--smoke`` for a few steps).
 """
 
-import argparse
 import functools
-import time
 
+import every_engine
 import pyro
 import pyro.distributions as dist
 import torch
@@ -156,12 +155,12 @@ def train(name, train_data, test_data, args):
     data = batches(*train_data, args)
     options = {"lr": args.lr, "clip_norm": 10.0, "seed": args.seed, "device": "cpu", "progress": False}
     result = pplgen.fit(dmm, name, data, epochs=args.epochs, **options)
-    return result.metric("loss")[-1], held_out_log_likelihood(dmm, *test_data, args.eval_samples)
+    loss, log_likelihood = result.metric("loss")[-1], held_out_log_likelihood(dmm, *test_data, args.eval_samples)
+    return loss, f"loss/sequence {loss:8.2f}   test log p(x) {log_likelihood:8.2f}"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=sorted(pplgen.inference.ENGINES), help="one engine (default: every engine)")
+    parser = every_engine.parser(__doc__.splitlines()[0], SMOKE)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--sequences", type=int, default=2000, help="training sequences")
     parser.add_argument("--rows", type=int, default=ROWS, help="time steps: the top rows of each digit")
@@ -171,12 +170,7 @@ def parse_args(argv):
     parser.add_argument("--annealing-epochs", type=int, default=3, help="epochs until the factor reaches 1")
     parser.add_argument("--eval-samples", type=int, default=100, help="K of the held-out log-likelihood")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny run: {SMOKE}")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        vars(args).update(SMOKE)
-    return args
+    return every_engine.parse(parser, argv, SMOKE)
 
 
 def main(argv=None):
@@ -185,19 +179,7 @@ def main(argv=None):
     train_data = load_sequences("train", args.sequences, args.rows, args.seed)
     test_data = load_sequences("test", args.test_sequences, args.rows, args.seed)
     print(f"{len(train_data[0])} digits read as sequences of {args.rows // 2}-{args.rows} rows, {args.epochs} epochs")
-    results = {}
-    for name in [args.engine] if args.engine else list(pplgen.inference.ENGINES):
-        start = time.perf_counter()
-        try:
-            loss, log_likelihood = train(name, train_data, test_data, args)
-        except pplgen.UnsupportedModelError as refusal:
-            print(f"{name + ':':<11} refused: {refusal}")
-            results[name] = refusal
-            continue
-        elapsed = time.perf_counter() - start
-        print(f"{name + ':':<11} loss/sequence {loss:8.2f}   test log p(x) {log_likelihood:8.2f}   {elapsed:.1f} s")
-        results[name] = loss
-    return results
+    return every_engine.run(args, lambda name: train(name, train_data, test_data, args))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,8 @@ Run: ``.venv/bin/python examples/semi_supervised_vae.py`` (every engine;
 ``--engine rws`` for one, ``--smoke`` for a few steps).
 """
 
-import argparse
-import time
 
+import every_engine
 import pyro
 import pyro.distributions as dist
 import torch
@@ -152,20 +151,14 @@ def train(name, images, labels, args):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=sorted(pplgen.inference.ENGINES), help="one engine (default: every engine)")
+    parser = every_engine.parser(__doc__.splitlines()[0], SMOKE)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--images", type=int, default=4000, help="training images (the labelled ones included)")
     parser.add_argument("--labels-per-class", type=int, default=20, help="labelled training images per digit")
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny run: {SMOKE}")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        vars(args).update(SMOKE)
-    return args
+    return every_engine.parse(parser, argv, SMOKE)
 
 
 def main(argv=None):
@@ -176,22 +169,13 @@ def main(argv=None):
     test_images = pplgen.data.load("mnist", split="test", binarize="threshold")[: args.test_images]
     test_labels = pplgen.data.load_labels("mnist", split="test")[: args.test_images]
     print(f"{len(images)} training digits, {args.labels_per_class * CLASSES} labelled; {len(test_images)} test digits")
-    results = {}
-    for name in [args.engine] if args.engine else list(pplgen.inference.ENGINES):
-        start = time.perf_counter()
-        try:
-            ssvae, result, trained_on = train(name, images, labels, args)
-        except pplgen.UnsupportedModelError as refusal:
-            print(f"{name + ':':<11} refused: {refusal}")
-            results[name] = refusal
-            continue
+
+    def train_and_score(name):
+        ssvae, result, trained_on = train(name, images, labels, args)
         loss, accuracy = result.metric("loss")[-1], ssvae.accuracy(test_images, test_labels)
-        elapsed = time.perf_counter() - start
-        print(
-            f"{name + ':':<11} loss/image {loss:8.2f}   test accuracy {accuracy:6.1%}   ({trained_on}) {elapsed:.1f} s"
-        )
-        results[name] = loss
-    return results
+        return loss, f"loss/image {loss:8.2f}   test accuracy {accuracy:6.1%}   ({trained_on})"
+
+    return every_engine.run(args, train_and_score)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ Run: ``.venv/bin/python examples/sparse_gamma_def.py`` (every engine;
 ``--engine svi`` for one, ``--smoke`` for a few steps).
 """
 
-import argparse
 import math
-import time
 
+import every_engine
 import pyro
 import pyro.distributions as dist
 import torch
@@ -44,6 +43,9 @@ ALPHA_Z, BETA_Z, ALPHA_W, BETA_W = 0.1, 0.1, 0.1, 0.3
 # have huge score and path gradients (Pyro's example clamps its parameters).
 MIN_SHAPE, MIN_MEAN = 0.08, 0.01
 SMOKE = {"steps": 3, "images": 20}
+#: The DEF's priors chain the layers (z_mid's rate reads z_top and the weights), so avb contrasts the guide
+#: with a Gaussian fitted to each step's particles instead of the prior.
+ENGINE_OPTIONS = {"avb": {"adaptive_contrast": True, "num_particles": 8, "discriminator": (64, 64)}}
 
 
 def weight_shape(layer):
@@ -105,24 +107,20 @@ def elbo_per_image(x, num_particles=100):
 def train(name, x, args):
     """Fit with one engine from fresh parameters; the final loss per image and the ELBO per image."""
     pyro.clear_param_store()
+    engine = pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
     result = pplgen.fit(
-        model, name, (x,), guide=guide, steps=args.steps, lr=args.lr, seed=args.seed, device="cpu", progress=False
+        model, engine, (x,), guide=guide, steps=args.steps, lr=args.lr, seed=args.seed, device="cpu", progress=False
     )
-    return result.metric("loss")[-1], elbo_per_image(x)
+    loss, elbo = result.metric("loss")[-1], elbo_per_image(x)
+    return loss, f"loss/image {loss:9.2f}   ELBO/image (K=100) {elbo:9.2f}"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=sorted(pplgen.inference.ENGINES), help="one engine (default: every engine)")
+    parser = every_engine.parser(__doc__.splitlines()[0], SMOKE)
     parser.add_argument("--steps", type=int, default=1500, help="steps, each on all images")
     parser.add_argument("--images", type=int, default=300, help="digits to fit")
     parser.add_argument("--lr", type=float, default=0.03)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny run: {SMOKE}")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        vars(args).update(SMOKE)
-    return args
+    return every_engine.parse(parser, argv, SMOKE)
 
 
 def main(argv=None):
@@ -130,19 +128,7 @@ def main(argv=None):
     args = parse_args(argv)
     x = load_images(args.images)
     print(f"{len(x)} digits of {PIXELS} pixel counts, layers {WIDTHS}, {args.steps} steps")
-    results = {}
-    for name in [args.engine] if args.engine else list(pplgen.inference.ENGINES):
-        start = time.perf_counter()
-        try:
-            loss, elbo = train(name, x, args)
-        except pplgen.UnsupportedModelError as refusal:
-            print(f"{name + ':':<11} refused: {refusal}")
-            results[name] = refusal
-            continue
-        elapsed = time.perf_counter() - start
-        print(f"{name + ':':<11} loss/image {loss:9.2f}   ELBO/image (K=100) {elbo:9.2f}   {elapsed:5.1f} s")
-        results[name] = loss
-    return results
+    return every_engine.run(args, lambda name: train(name, x, args))
 
 
 if __name__ == "__main__":

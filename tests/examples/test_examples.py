@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ SCRIPTS = ("sparse_gamma_def", "deep_markov_model", "semi_supervised_vae")
 
 
 def load_example(name):
+    if str(EXAMPLES) not in sys.path:  # the scripts import their shared helper, examples/every_engine.py
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
