@@ -125,6 +125,10 @@ class AVB(ParticleEngine):
         metrics = {"loss": -elbo.detach(), "elbo": elbo.detach(), "discriminator_loss": loss.detach()}
         return Loss(surrogate, {**metrics, "discriminator_accuracy": accuracy})
 
+    @property
+    def helper_steps(self):
+        return self.discriminator_steps - 1
+
     def helper_losses(self, model, guide, *args, **kwargs):
         """The discriminator's loss alone on fresh samples, ``discriminator_steps − 1`` times."""
         for _ in range(self.discriminator_steps - 1):

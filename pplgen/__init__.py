@@ -10,13 +10,11 @@
     pplgen.evaluate.log_likelihood(result.model, x[:100], guide=result.guide, num_samples=1000)
 """
 
-from pplgen import data, evaluate
+from pplgen import data, evaluate, inference
 from pplgen.checks import UnsupportedModelError
 from pplgen.engine import Engine, Loss
 from pplgen.structure import graph
 from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
-
-from pplgen import inference  # noqa: E402  (the engine registry; engines import the core above)
 
 __version__ = "0.1.0"
 

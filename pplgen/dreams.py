@@ -123,10 +123,16 @@ def find_data_arguments(observed, args, kwargs):
         obs = site["infer"]["obs"]
         matches = [key for key, argument in candidates if _holds(argument, obs)]
         if len(matches) != 1:
-            found = "several arguments hold it" if matches else "no argument holds it unchanged"
+            hint = f"pass data_arguments={{'{name}': 0}} (its position) or {{'{name}': 'keyword'}} to the engine"
+            if matches:
+                raise UnsupportedModelError(
+                    f"cannot tell which model argument holds the data observed at site '{name}' (several arguments "
+                    f"hold it); {hint}."
+                )
             raise UnsupportedModelError(
-                f"cannot tell which model argument holds the data observed at site '{name}' ({found}); "
-                f"pass data_arguments={{'{name}': 0}} (its position) or {{'{name}': 'keyword'}} to the engine."
+                f"cannot tell which model argument holds the data observed at site '{name}' (no argument holds it "
+                f"unchanged); if the site observes a whole argument, {hint}; if it observes part of one (a time "
+                f"step, a subsample), the sleep phase cannot put a dream in its place: {WITHOUT_DREAMS}."
             )
         mapping[name] = matches[0]
     keys = list(mapping.values())

@@ -90,7 +90,15 @@ class Engine(torch.nn.Module):
         ``torch.nn.Module`` behind model and guide (a module passed whole, or
         the owner of bound methods such as ``vae.model``) under
         ``"pplgen.<class name>"``, so Pyro's optimizer steps all of them.
+        Engines that ask for extra helper-only steps (:meth:`helper_losses`,
+        avb's ``discriminator_steps`` > 1) need pplgen's :class:`~pplgen.Trainer`
+        and are refused here rather than trained with fewer steps.
         """
+        if self.helper_steps:
+            raise ValueError(
+                f"{self.name} takes {self.helper_steps} helper-only step(s) before each step, which Pyro's SVI "
+                f"cannot take; train it with pplgen.fit or pplgen.Trainer, or set the option to one step."
+            )
         loss = self(model, guide, *args, **kwargs)
         for module in owning_modules(model, guide):
             if any(p.requires_grad for p in module.parameters()):
@@ -98,6 +106,11 @@ class Engine(torch.nn.Module):
         if any(p.requires_grad for p in self.parameters()):
             pyro.module(f"pplgen.{self.name}", self)
         return loss.surrogate
+
+    @property
+    def helper_steps(self):
+        """How many helper-only optimizer steps :meth:`helper_losses` yields before each step."""
+        return 0
 
     def helper_losses(self, model, guide, *args, **kwargs):
         """Losses of the helpers alone (e.g. extra discriminator steps), each to be given one optimizer

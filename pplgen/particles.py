@@ -273,8 +273,10 @@ def _factor_scale(particles, site):
     Raises ``ValueError`` when the scale varies within a factor (along a dim the weights sum over).
     """
     scale = site["scale"]
-    if not isinstance(scale, torch.Tensor) or scale.dim() == 0:
+    if not isinstance(scale, torch.Tensor):
         return float(scale)
+    if scale.dim() == 0:
+        return scale
     ones = torch.ones(site["fn"].batch_shape, dtype=scale.dtype, device=scale.device)
     spread = scale * ones
     low = -particles.reduce_max(-spread)

@@ -101,10 +101,6 @@ class Probe:
         """``{model latent: the other latents its prior density reads}``."""
         return prior_parents(self.particles)
 
-    def site_names(self):
-        """The names of the model's and the guide's sample sites: the program's structure."""
-        return tuple(self.model_trace.nodes), tuple(self.guide_trace.nodes)
-
 
 def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
     """Run the pair once and check it (see the module docs); returns a :class:`Probe`.

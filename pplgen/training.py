@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from pplgen import evaluate
+from pplgen import evaluate, inference
 from pplgen.engine import Engine
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.roles import ROLES, parameter_roles
@@ -462,8 +462,6 @@ def resolve_engine(engine):
     if isinstance(engine, Engine):
         return engine
     if isinstance(engine, str):
-        from pplgen import inference
-
         return inference.get(engine)
     raise TypeError(f"engine must be a pplgen Engine or a registry name, got {type(engine).__name__}")
 
