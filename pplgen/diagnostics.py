@@ -38,6 +38,7 @@ from typing import NamedTuple
 import arviz as az
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from pplgen.posterior import posterior_draws, program_dims
 from pplgen.programs import model_and_guide, owning_modules
@@ -243,7 +244,6 @@ def compare(vi, reference, *, var_names=None, max_panels=12):
     (in the parameter's units); the figure overlays the marginals of the first
     ``max_panels`` parameters.
     """
-    import matplotlib.pyplot as plt
     import pandas
     from scipy.stats import wasserstein_distance
 
@@ -261,7 +261,9 @@ def compare(vi, reference, *, var_names=None, max_panels=12):
     table = pandas.DataFrame(rows).set_index("parameter")
     panels = samples[:max_panels]
     columns = min(4, len(panels))
-    figure, axes = plt.subplots(math.ceil(len(panels) / columns), columns, figsize=(3.2 * columns, 2.4 * math.ceil(len(panels) / columns)), squeeze=False)
+    rows_of_panels = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(3.2 * columns, 2.4 * rows_of_panels))
+    axes = figure.subplots(rows_of_panels, columns, squeeze=False)
     for axis, (label, a, b) in zip(axes.flat, panels):
         bins = np.histogram_bin_edges(np.concatenate([a, b]), bins=40)
         axis.hist(b, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color="0.3", label="NUTS")

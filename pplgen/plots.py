@@ -1,7 +1,9 @@
 """Figures of a run: the training curve and grids of images.
 
-Both functions write a PNG and close their figure, so they can be called in a
-loop or on a machine without a display (matplotlib's Agg backend)::
+Each function writes a PNG of a :class:`matplotlib.figure.Figure` built with
+matplotlib's object API, never through pyplot: no global figure is left
+open and matplotlib's backend is left as the user set it (a notebook keeps
+its inline figures; a machine without a display needs nothing)::
 
     plot_losses(result.history, result.evaluations, "runs/vae/loss.png")
     image_grid(vae.sample(64), "runs/vae/samples.png", title="samples")
@@ -9,14 +11,10 @@ loop or on a machine without a display (matplotlib's Agg backend)::
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, LogLocator  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 
 def _smooth(values, window):
@@ -39,7 +37,8 @@ def plot_losses(history, evaluations, path, *, title="training"):
     steps = [row["step"] for row in history]
     losses = [row["loss"] / row["batch_size"] for row in history]
     window = max(1, min(100, len(losses) // 20))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
     axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss per datum")
     axes.plot(steps, _smooth(losses, window), color="tab:blue", linewidth=1.8, label=f"moving average ({window} steps)")
     if evaluations:
@@ -86,7 +85,8 @@ def image_grid(images, path, *, rows=None, title=None):
         left = pad + (index % columns) * (width + pad)
         canvas[top : top + height, left : left + width] = image
     title_lines = title.count("\n") + 1 if title else 0
-    figure, axes = plt.subplots(figsize=(max(4.0, columns * 0.6 + 0.4), rows * 0.6 + 0.4 + 0.3 * title_lines))
+    figure = Figure(figsize=(max(4.0, columns * 0.6 + 0.4), rows * 0.6 + 0.4 + 0.3 * title_lines))
+    axes = figure.subplots()
     axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_axis_off()
     if title:
@@ -114,7 +114,6 @@ def _as_square_images(images):
 def _save(figure, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def plot_gradient_variance(results, path, *, title="gradient estimators"):
@@ -125,7 +124,8 @@ def plot_gradient_variance(results, path, *, title="gradient estimators"):
     """
     labels = list(results)
     groups = sorted({group for result in results.values() for group in result.groups})
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    figure = Figure(figsize=(10, 3.8))
+    axes = figure.subplots(1, 2)
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         stats = results[label].groups
@@ -141,4 +141,3 @@ def plot_gradient_variance(results, path, *, title="gradient estimators"):
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -21,8 +21,6 @@ import os
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from pplgen import diagnostics, evaluate, plots, structure, topics
 from pplgen.training import fit
 
@@ -73,7 +71,6 @@ def posterior_report(
         _write_atomically(out / "nuts.nc", reference.to_netcdf)
         _write_atomically(out / "comparison.csv", comparison.table.to_csv)
         _write_atomically(out / "comparison.png", comparison.figure.savefig)
-        plt.close(comparison.figure)
         record["comparison"] = json.loads(comparison.table.to_json(orient="index"))
     _write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
     return record

@@ -15,6 +15,7 @@ site's log-density reaches (a deterministic transform in between, such as
 """
 
 import networkx as nx
+from matplotlib.figure import Figure
 from pyro import poutine
 
 from pplgen.checks import distribution_name
@@ -45,12 +46,6 @@ def graph(model, *args, **kwargs):
 def draw(structure, path=None, *, title=None):
     """Draw a :func:`graph` top-down by generation with matplotlib: observed sites shaded, plates in
     brackets under each name. Saves to ``path`` if given; returns the figure."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     layers = list(nx.topological_generations(structure))
     positions = {
         node: ((i - (len(layer) - 1) / 2) * 2.2, -depth)
@@ -58,7 +53,8 @@ def draw(structure, path=None, *, title=None):
         for i, node in enumerate(sorted(layer))
     }
     width = max((len(layer) for layer in layers), default=1)
-    figure, axis = plt.subplots(figsize=(max(4.0, 2.2 * width), max(2.5, 1.4 * len(layers))))
+    figure = Figure(figsize=(max(4.0, 2.2 * width), max(2.5, 1.4 * len(layers))))
+    axis = figure.subplots()
     labels = {
         node: f"{node}\n{data['distribution']}" + (f"\n[{', '.join(data['plates'])}]" if data["plates"] else "")
         for node, data in structure.nodes(data=True)
@@ -75,5 +71,4 @@ def draw(structure, path=None, *, title=None):
     figure.tight_layout()
     if path is not None:
         figure.savefig(path, dpi=100)
-        plt.close(figure)
     return figure
