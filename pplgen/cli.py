@@ -39,7 +39,7 @@ engine cannot train, a diverging run) end with one line ``pplgen: error:
 import argparse
 import inspect
 import json
-import os
+import math
 import platform
 import sys
 import time
@@ -52,7 +52,8 @@ import torch
 
 import pplgen
 from pplgen import data, inference, models, plots
-from pplgen.engine import UnsupportedModelError
+from pplgen.checks import UnsupportedModelError
+from pplgen.files import write_atomically
 from pplgen.reports import posterior_report, topic_report
 from pplgen.training import NonFiniteLossError, fit, held_out_scores
 
@@ -251,6 +252,7 @@ def build_parser():
     """The argument parser of ``pplgen`` and its subcommands."""
     parser = _Parser(
         prog="pplgen",
+        allow_abbrev=False,
         description="Train deep generative models written as Pyro programs with interchangeable inference engines.",
         epilog="Run 'pplgen COMMAND --help' for the options of a command.",
     )
@@ -268,6 +270,7 @@ def _add_fit(commands):
     families = [*families, "lda"]
     fit_parser = commands.add_parser(
         "fit",
+        allow_abbrev=False,
         help="train a model with an engine, evaluate it on held-out data and write a run folder",
         description=(
             "Train MODEL with an inference engine, estimate the held-out log-likelihood by importance "
@@ -454,8 +457,8 @@ def _positive_float(text):
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return value
 
 
@@ -766,14 +769,8 @@ def _rows_above(upper, lower, columns):
 
 
 def write_json(path, value):
-    """Write ``value`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_text(json.dumps(value, indent=2) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``value`` as JSON to ``path`` atomically (:func:`pplgen.files.write_atomically`)."""
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def summary(record):

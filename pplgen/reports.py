@@ -17,11 +17,11 @@ The run uses the CPU: these models are small, and their data stay where they are
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
 from pplgen import diagnostics, evaluate, plots, structure, topics
+from pplgen.files import write_atomically
 from pplgen.training import fit
 
 
@@ -51,7 +51,7 @@ def posterior_report(
     fit_seconds = time.perf_counter() - start
     posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
     khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
-    _write_atomically(out / "posterior.nc", posterior.to_netcdf)
+    write_atomically(out / "posterior.nc", posterior.to_netcdf)
     structure.draw(structure.graph(model.model, *arguments), out / "graph.png", title="model structure")
     plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
     record = {
@@ -68,22 +68,12 @@ def posterior_report(
         record["nuts_wall_time_s"] = time.perf_counter() - start
         record["nuts_backend"] = reference.attrs["nuts_backend"]
         comparison = diagnostics.compare(posterior, reference)
-        _write_atomically(out / "nuts.nc", reference.to_netcdf)
-        _write_atomically(out / "comparison.csv", comparison.table.to_csv)
-        _write_atomically(out / "comparison.png", comparison.figure.savefig)
+        write_atomically(out / "nuts.nc", reference.to_netcdf)
+        write_atomically(out / "comparison.csv", comparison.table.to_csv)
+        write_atomically(out / "comparison.png", comparison.figure.savefig)
         record["comparison"] = json.loads(comparison.table.to_json(orient="index"))
-    _write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
     return record
-
-
-def _write_atomically(path, write):
-    """``write(temporary path)``, then rename it to ``path``."""
-    temporary = path.with_name(path.name + ".tmp" + path.suffix)
-    try:
-        write(str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True):
@@ -107,7 +97,7 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
     eval_seconds = time.perf_counter() - start
     held_out = getattr(test, field)
     posterior = diagnostics.to_inference_data(model, held_out, num_samples=num_samples)
-    _write_atomically(out / "posterior.nc", posterior.to_netcdf)
+    write_atomically(out / "posterior.nc", posterior.to_netcdf)
     khat = diagnostics.psis_khat(model, held_out, num_samples=max(num_samples, 1000))
     words = topics.top_words(model.topic_words(), train.vocabulary, 10)
     coherence = topics.npmi_coherence(model.topic_words(), test.counts)
@@ -128,8 +118,8 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
         "topics": [{"npmi": float(score), "top_words": top} for score, top in zip(coherence, words)],
     }
     lines = [f"{i:>2}  npmi {row['npmi']:+.3f}  {' '.join(row['top_words'])}" for i, row in enumerate(record["topics"])]
-    _write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
+    write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
     structure.draw(structure.graph(model.model, getattr(test, field)[:2]), out / "graph.png", title="model structure")
     plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
-    _write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
     return record

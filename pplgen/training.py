@@ -19,7 +19,6 @@ and renamed, hold only tensors and plain Python values, and are read with
 """
 
 import math
-import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from pplgen import evaluate, inference
 from pplgen.engine import Engine
+from pplgen.files import write_atomically
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.roles import ROLES, parameter_roles
 
@@ -451,10 +451,14 @@ def _learning_rates(lr):
         unknown = set(lr) - set(ROLES)
         if unknown:
             raise ValueError(f"lr has unknown roles {sorted(unknown)}; roles are {ROLES}")
-        return dict(lr)
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ValueError(f"lr must be a positive number or a dict by role {ROLES}, got {lr!r}")
-    return {role: float(lr) for role in ROLES}
+        return {role: _learning_rate(value, f"lr[{role!r}]") for role, value in lr.items()}
+    return {role: _learning_rate(lr, "lr") for role in ROLES}
+
+
+def _learning_rate(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite positive number (or lr a dict by role {ROLES}), got {value!r}")
+    return float(value)
 
 
 def resolve_engine(engine):
@@ -504,14 +508,8 @@ def _save_checkpoint(result, schedule, epoch, skip):
         "history": result.history,
         "evaluations": result.evaluations,
     }
-    path = result.checkpoint
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    result.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(result.checkpoint, lambda temporary: torch.save(state, temporary))
 
 
 def _load_checkpoint(result, schedule):

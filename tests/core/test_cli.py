@@ -71,7 +71,7 @@ def test_fit_writes_the_run_folder(fitted):
     assert status == 0
     for name in ("metrics.json", "checkpoint.pt", "loss.png", "samples.png", "reconstructions.png"):
         assert (out / name).is_file(), name
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp*"))
 
 
 def test_figures_are_png(fitted):
@@ -339,7 +339,10 @@ def test_lda_refuses_engines_of_neither_route(tmp_path, capsys):
         (["fit", "multilevel", "--batch-size", "10"], "'multilevel' does not take --batch-size"),
         (["fit", "lda", "--steps", "3"], "give --epochs, not --steps"),
         (["fit", "lda", "--data", "fashion-mnist"], "'lda' does not take --data"),
-        (["fit", "vae", "--lr", "0"], "expected a positive number"),
+        (["fit", "vae", "--lr", "0"], "expected a finite positive number"),
+        (["fit", "vae", "--lr", "inf"], "expected a finite positive number"),
+        (["fit", "vae", "--lr", "nan"], "expected a finite positive number"),
+        (["fit", "vae", "--epoch", "3"], "unrecognized arguments: --epoch 3"),
     ],
 )
 def test_options_a_family_would_ignore_are_refused(command, message, tmp_path, capsys):

@@ -1,9 +1,11 @@
 """gradient_variance: statistics of an engine's gradient estimates, checked against known cases."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import LinearGaussian
 
+from pplgen import diagnostics
 from pplgen.diagnostics import gradient_variance
 from pplgen.inference import get
 from pplgen.models import SigmoidBeliefNet
@@ -46,3 +48,11 @@ def test_bad_options_are_named(options, message):
     sbn = SigmoidBeliefNet(layers=(4,), observed=12)
     with pytest.raises(ValueError, match=message):
         gradient_variance("nvil", sbn, torch.rand(8, 12).round(), **options)
+
+
+
+def test_an_infinite_khat_reads_unreliable(monkeypatch):
+    """ArviZ returns k̂ = inf when the log-weights take a handful of values (an exact guide in float32)."""
+    monkeypatch.setattr(diagnostics.az, "psislw", lambda log_weights: (log_weights, np.array(np.inf)))
+    result = diagnostics.psis_khat(LinearGaussian(), torch.randn(3, 2), num_samples=10)
+    assert result.khat == float("inf") and result.reading == "unreliable"

@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     state = torch.load(path, weights_only=True)
     assert state["progress"] == {"epoch": 1, "skip": 0}
     assert all(torch.isfinite(p).all() for p in vae.parameters())
-    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_roles_and_per_role_learning_rates():
@@ -169,12 +169,19 @@ def test_short_run_on_linear_gaussian_reaches_exact_evidence():
         (lambda: fit(small_vae(), "svi", binary_data()), ValueError, "give epochs=... or steps=..."),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=0), ValueError, "epochs must be a positive int"),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"decoder": 1.0}), ValueError, "lr has unknown roles"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("nan")), ValueError, "lr must be a finite positive number"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("inf")), ValueError, "lr must be a finite positive number"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"guide": -1e-3}), ValueError, r"lr\['guide'\] must be a finite positive"),
+        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"model": True}), ValueError, r"lr\['model'\] must be a finite positive"),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimizer="adam"), TypeError, "optimizer must be a torch.optim.Optimizer class"),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, resume=True), ValueError, "resume=True needs checkpoint"),
         (lambda: fit(small_vae(), "nuts", binary_data(), epochs=1), ValueError, "unknown engine 'nuts'"),
         (lambda: fit(lambda x: None, "svi", binary_data(), epochs=1), TypeError, "no guide given"),
     ],
-    ids=["list", "nan", "shape", "no-length", "zero-epochs", "role", "optimizer", "resume", "engine", "guide"],
+    ids=[
+        "list", "nan", "shape", "no-length", "zero-epochs", "role", "lr-nan", "lr-inf", "lr-negative-role", "lr-bool",
+        "optimizer", "resume", "engine", "guide",
+    ],
 )
 def test_bad_input_is_named(call, error, message):
     with pytest.raises(error, match=message):
