@@ -102,6 +102,20 @@ class Probe:
         return prior_parents(self.particles)
 
 
+def dtype_hint(error, args, kwargs):
+    """Advice for a program that failed on arguments of an unusual dtype, or on a dtype clash (torch's
+    message names neither the data nor the weights); empty when neither is the case."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    unusual = any(t.dtype != torch.get_default_dtype() for t in tensors)
+    if not unusual and "dtype" not in str(error):
+        return ""
+    dtypes = sorted({str(t.dtype) for t in tensors})
+    return (
+        f"\nThe arguments hold {', '.join(dtypes)}: give the data the dtype of the model's parameters "
+        "(usually torch.float32: data.float(); pplgen.data.load returns float32)."
+    )
+
+
 def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
     """Run the pair once and check it (see the module docs); returns a :class:`Probe`.
 
@@ -116,7 +130,9 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
                 guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         except (ValueError, RuntimeError, TypeError, IndexError, KeyError, NotImplementedError) as error:
-            raise ValueError(f"model and guide fail when run together on these arguments: {error}") from error
+            raise ValueError(
+                f"model and guide fail when run together on these arguments: {error}{dtype_hint(error, args, kwargs)}"
+            ) from error
     nesting = plate_nesting(guide_trace, model_trace)
     if max_plate_nesting is not None:
         if max_plate_nesting < nesting:

@@ -19,6 +19,7 @@ and renamed, hold only tensors and plain Python values, and are read with
 """
 
 import math
+import pickle
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -27,22 +28,27 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from pyro import poutine
+from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pplgen import evaluate, inference
+from pplgen.checks import distribution_name
 from pplgen.engine import Engine
 from pplgen.files import write_atomically
+from pplgen.particles import is_observation, is_sample_site
+from pplgen.probe import dtype_hint
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.roles import ROLES, parameter_roles
 
-CHECKPOINT_FORMAT = "pplgen-checkpoint-1"
+CHECKPOINT_FORMAT = "pplgen-checkpoint-2"
 #: AIS settings of the held-out evaluations of implicit guides during :func:`fit`.
 DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A step produced a non-finite surrogate; no parameter was updated."""
+    """A step produced a non-finite surrogate (no parameter was updated) or non-finite parameters."""
 
 
 class Trainer:
@@ -90,9 +96,10 @@ class Trainer:
         self.num_steps = 0
 
     def setup(self, *args, **kwargs):
-        """Check the pair, sort the parameters into roles and build the optimizer (once)."""
+        """Check the pair, sort the parameters into roles and build the optimizer (once); returns the
+        pair's probe (:mod:`pplgen.probe`), or None when already set up."""
         if self.optimizer is not None:
-            return
+            return None
         probe = self.engine.check(self.model, self.guide, *args, **kwargs)
         self.roles = parameter_roles(probe, self.model, self.guide, self.engine)
         self.store_params = probe.store_params
@@ -104,6 +111,7 @@ class Trainer:
         if not groups:
             raise ValueError("the model, guide and engine have no parameters to train")
         self.optimizer = self.optimizer_class(groups, **self.optimizer_options)
+        return probe
 
     def step(self, *args, **kwargs):
         """One update; returns the engine's metrics as floats."""
@@ -121,13 +129,32 @@ class Trainer:
         return metrics
 
     def _update(self, surrogate):
-        """One optimizer step along ``-∇ surrogate``; parameters it does not reach keep no gradient and stay put."""
+        """One optimizer step along ``-∇ surrogate``; parameters it does not reach keep no gradient and stay put.
+
+        Raises :class:`NonFiniteLossError` naming the parameter when the step made one non-finite.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         surrogate.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.clip_norm is not None:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
         self.optimizer.step()
+        if not torch.isfinite(torch.nn.utils.get_total_norm(params, norm_type=math.inf)):
+            raise NonFiniteLossError(self._non_finite_parameter_message())
+
+    def _non_finite_parameter_message(self):
+        role, index = next(
+            (group["role"], i)
+            for group in self.optimizer.param_groups
+            for i, p in enumerate(group["params"])
+            if not torch.isfinite(p).all()
+        )
+        rates = {group["role"]: group["lr"] for group in self.optimizer.param_groups}
+        return (
+            f"step {self.num_steps}: engine '{self.engine.name}' made {role} parameter {index} non-finite (NaN or "
+            f"inf) with learning rates {rates}; training stopped. Lower the learning rate or clip gradients "
+            "(clip_norm=...)."
+        )
 
     def _non_finite_message(self, loss):
         bad = [name for name, value in loss.metrics.items() if not torch.isfinite(value).all()]
@@ -206,6 +233,7 @@ def fit(
     checkpoint=None,
     checkpoint_every=1,
     resume=False,
+    overwrite=False,
     progress=True,
     validate_every_step=False,
 ):
@@ -231,7 +259,14 @@ def fit(
         ``ais_options`` (default ``{"num_steps": 100, "num_chains": 8}``), and
         without an ELBO. Each evaluation records its ``estimator``.
     :param checkpoint: a file path; written every ``checkpoint_every`` epochs and at the end.
-    :param resume: continue from ``checkpoint`` when that file exists.
+    :param resume: continue from ``checkpoint`` when that file exists. The
+        settings that shape the run (``lr``, ``seed``, ``batch_size``, the
+        optimizer and its options, ``clip_norm``, the engine's options) must be
+        those the checkpoint was written with: a changed one is refused by name
+        (:class:`CheckpointError`), since the resumed run would no longer be
+        the one the checkpoint continues.
+    :param overwrite: replace an existing ``checkpoint`` file when not resuming
+        (else an existing file is refused, so no run is lost by mistake).
     :param validate_every_step: see :class:`Trainer`.
 
     Each step first gives the engine's helpers the extra updates the engine
@@ -247,6 +282,10 @@ def fit(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    if checkpoint is not None and not resume and not overwrite and Path(checkpoint).exists():
+        raise ValueError(
+            f"{checkpoint} already exists: pass resume=True to continue that run or overwrite=True to replace it"
+        )
     device = _resolve_device(device)
     batches = _WholeArguments(data, device) if isinstance(data, tuple) else _Batches(data, batch_size, seed, device)
     valid_data = None if valid_data is None else _checked_tensor(valid_data, "valid_data").to(device)
@@ -265,12 +304,22 @@ def fit(
         clip_norm=clip_norm,
         validate_every_step=validate_every_step,
     )
+    batches.check_against(model)
     trainer.setup(*batches.first())
     schedule = scheduler(trainer.optimizer) if scheduler is not None else None
     result = FitResult(model, guide, engine, trainer, checkpoint=None if checkpoint is None else Path(checkpoint))
+    settings = {
+        "lr": trainer.learning_rates,
+        "seed": seed,
+        "batch_size": None if isinstance(batches, _WholeArguments) else batch_size,
+        "optimizer": optimizer.__name__,
+        "optimizer_options": trainer.optimizer_options,
+        "clip_norm": clip_norm,
+        "engine_options": engine.options(),
+    }
     epoch, skip = 0, 0
     if resume and result.checkpoint.exists():
-        epoch, skip = _load_checkpoint(result, schedule)
+        epoch, skip = _load_checkpoint(result, schedule, settings)
 
     total = min(
         steps if steps is not None else math.inf,
@@ -304,7 +353,7 @@ def fit(
                 skip = batch_index
             last = trainer.num_steps >= total
             if result.checkpoint is not None and (last or (finished_epoch and epoch % checkpoint_every == 0)):
-                _save_checkpoint(result, schedule, epoch, skip)
+                _save_checkpoint(result, schedule, epoch, skip, settings)
     finally:
         bar.close()
     return result
@@ -361,6 +410,9 @@ class _WholeArguments:
     def first(self):
         return self.arguments
 
+    def check_against(self, model):
+        _check_data(model, self.arguments, self.arguments)
+
     def epoch(self, epoch, skip):
         if skip == 0:
             yield self.arguments
@@ -395,6 +447,10 @@ class _Batches:
     def first(self):
         return next(iter(self.epoch(0, 0)))
 
+    def check_against(self, model):
+        first = self.first()
+        _check_data(model, first, (self.tensor,) + (None,) * (len(first) - 1))
+
     def epoch(self, epoch, skip):
         if isinstance(self.source, DataLoader):
             for i, batch in enumerate(self.source):
@@ -427,9 +483,63 @@ class _Batches:
         return tuple(b.to(self.device) if isinstance(b, torch.Tensor) else b for b in batch)
 
 
+def _check_data(model, first, whole):
+    """The model observes the data, and every value of the whole data lies in the support of the site
+    observing it (``whole`` holds each argument's full data, or None where only batches are at hand).
+
+    Runs the model once on the ``first`` batch, from its prior and without Pyro's value checks (which
+    would stop at the batch's first bad value without naming its row), leaving the RNG untouched.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), poutine.block(), pyro.validation_enabled(False), torch.no_grad():
+        try:
+            trace = poutine.trace(model).get_trace(*first)
+        except (ValueError, RuntimeError, TypeError, IndexError, NotImplementedError) as error:
+            raise ValueError(f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}") from error
+    observations = [site for site in trace.nodes.values() if is_sample_site(site) and is_observation(site)]
+    if not observations:
+        raise ValueError(
+            "the model observes no site (no obs=), so the data given to fit are never scored and the guide "
+            "would only be fitted to the prior; observe the data in the model with pyro.sample(..., obs=...)."
+        )
+    for site in observations:
+        for batch, data in zip(first, whole):
+            if data is not None and _holds(batch, site["value"]):
+                _check_support(site, data)
+
+
+def _holds(argument, value):
+    if not isinstance(argument, torch.Tensor) or argument.numel() != value.numel():
+        return False
+    return argument is value or torch.equal(argument.reshape(value.shape), value)
+
+
+def _check_support(site, data):
+    support = site["fn"].support
+    while isinstance(support, constraints.independent):  # .to_event(...) keeps the elementwise support
+        support = support.base_constraint
+    if support.event_dim != 0 or support is constraints.real:
+        return
+    inside = support.check(data).reshape(len(data), -1).all(-1) if data.dim() else support.check(data)
+    if inside.all():
+        return
+    row = (~inside).nonzero().flatten()[0].item()
+    hint = (
+        "binarize it, e.g. pplgen.data.load(..., binarize='threshold') or 'stochastic'"
+        if support is constraints.boolean
+        else "transform the data into that support, or observe it with a distribution whose support holds it"
+    )
+    raise ValueError(
+        f"site '{site['name']}' observes the data with a {distribution_name(site['fn'])}, whose support is "
+        f"{support}, but {int((~inside).sum())} rows of the data lie outside it, first at row {row}: {hint}."
+    )
+
+
 def _checked_tensor(data, name):
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}; convert with torch.as_tensor")
+    if data.dim() and len(data) == 0:
+        raise ValueError(f"{name} is empty: it has no rows to train on")
     if data.is_floating_point():
         finite = torch.isfinite(data.reshape(len(data), -1)).all(-1) if data.dim() else torch.isfinite(data)
         if not finite.all():
@@ -473,7 +583,10 @@ def resolve_engine(engine):
 def _resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda', 'cuda:1' or 'auto' ({error})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but CUDA is not available here; use device='cpu' or 'auto'")
     return device
@@ -497,10 +610,11 @@ def _set_rng_state(state):
     np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["position"]))
 
 
-def _save_checkpoint(result, schedule, epoch, skip):
+def _save_checkpoint(result, schedule, epoch, skip, settings):
     state = {
         "format": CHECKPOINT_FORMAT,
         "engine_name": result.engine.name,
+        "settings": settings,
         "trainer": result.trainer.state_dict(),
         "scheduler": None if schedule is None else schedule.state_dict(),
         "rng": _rng_state(),
@@ -512,19 +626,50 @@ def _save_checkpoint(result, schedule, epoch, skip):
     write_atomically(result.checkpoint, lambda temporary: torch.save(state, temporary))
 
 
-def _load_checkpoint(result, schedule):
-    state = torch.load(result.checkpoint, weights_only=True, map_location="cpu")
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: unreadable, foreign, or written by another configuration."""
+
+
+def _read_checkpoint(path):
+    """The checkpoint's contents; :class:`CheckpointError` in one line for a file that is not one.
+
+    Read with ``weights_only=True``: a file holding anything but tensors and plain values is refused, never run.
+    """
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values, so it is not a pplgen checkpoint "
+            "and was not loaded; start a new run or point to the right file."
+        ) from None
+    except Exception as error:  # torch.load fails in many ways on a cut or foreign file
+        raise CheckpointError(
+            f"{path} is truncated or is not a checkpoint ({type(error).__name__}); start a new run, or resume "
+            "from an intact copy."
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{result.checkpoint} is not a pplgen checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a pplgen checkpoint (format {CHECKPOINT_FORMAT}); start a new run.")
+    return state
+
+
+def _load_checkpoint(result, schedule, settings):
+    state = _read_checkpoint(result.checkpoint)
     if state["engine_name"] != result.engine.name:
-        raise ValueError(
+        raise CheckpointError(
             f"{result.checkpoint} was written by engine '{state['engine_name']}', not '{result.engine.name}'; "
             "resume with the same engine or start a new checkpoint."
+        )
+    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    if changed:
+        described = "; ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
+        raise CheckpointError(
+            f"{result.checkpoint} was trained with other settings ({described}); an exact resume needs the same "
+            "ones: resume with the settings that wrote it, or start a new run."
         )
     try:
         result.trainer.load_state_dict(state["trainer"])
     except (RuntimeError, KeyError, ValueError) as error:
-        raise ValueError(
+        raise CheckpointError(
             f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
             f"options?): {str(error).rstrip('. ')}. Resume with the configuration that wrote it, or start a new checkpoint."
         ) from error

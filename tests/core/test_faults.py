@@ -1,0 +1,134 @@
+"""Faults that must stop a fit with a named reason, before any work is lost or mislabelled.
+
+Each test failed before its fix.
+"""
+
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pplgen import NonFiniteLossError, fit
+from pplgen.models import VAE
+from pplgen.training import CheckpointError
+
+
+def small_vae(seed=0):
+    torch.manual_seed(seed)
+    return VAE(data_dim=16, latent_dim=3, hidden=(12,))
+
+
+def binary_data(n=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 16, generator=generator).bernoulli(generator=generator)
+
+
+class ExplodesOnSecondStep(torch.optim.SGD):
+    """An update that sends a weight to inf while the loss that led to it was finite."""
+
+    def step(self, closure=None):
+        super().step(closure)
+        self.state.setdefault("count", 0)
+        self.state["count"] += 1
+        if self.state["count"] == 2:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+
+
+def test_an_update_that_makes_a_parameter_non_finite_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(NonFiniteLossError, match=r"step 2: engine 'svi' made model parameter 0 non-finite"):
+        fit(small_vae(), "svi", binary_data(), epochs=3, batch_size=64, optimizer=ExplodesOnSecondStep,
+            checkpoint=path, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert state["progress"]["epoch"] == 1
+    weights = [v for module in state["trainer"]["modules"].values() for v in module.values() if v.is_floating_point()]
+    assert all(torch.isfinite(w).all() for w in weights)
+
+
+@pytest.mark.parametrize("changed", [{"lr": 1e-2}, {"seed": 7}, {"batch_size": 32}])
+def test_resume_with_changed_settings_is_refused_by_name(tmp_path, changed):
+    path = tmp_path / "checkpoint.pt"
+    settings = {"lr": 1e-3, "seed": 0, "batch_size": 16}
+    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False, **settings)
+    (name, value), = changed.items()
+    with pytest.raises(CheckpointError, match=rf"other settings \({name} was .*, now .*{value}"):
+        fit(small_vae(), "svi", binary_data(), epochs=2, checkpoint=path, resume=True, progress=False,
+            **{**settings, **changed})
+
+
+def test_an_existing_checkpoint_is_not_replaced_without_resume_or_overwrite(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="already exists: pass resume=True .* or overwrite=True"):
+        fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+    assert path.read_bytes() == before
+    fit(small_vae(seed=3), "svi", binary_data(), epochs=1, checkpoint=path, overwrite=True, progress=False)
+    assert path.read_bytes() != before
+
+
+class Payload:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('the checkpoint ran code')",))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda good: good[: len(good) // 2], "is truncated or is not a checkpoint"),
+        (lambda good: b"not a checkpoint at all", "is truncated or is not a checkpoint|holds objects other than"),
+        (lambda good: pickle.dumps(Payload()), "is truncated or is not a checkpoint|holds objects other than tensors"),
+    ],
+    ids=["truncated", "foreign", "malicious"],
+)
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_broken_checkpoint_is_one_named_line_without_unpickling_advice(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+    path.write_bytes(content(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message) as caught:
+        fit(small_vae(), "svi", binary_data(), epochs=2, checkpoint=path, resume=True, progress=False)
+    text = str(caught.value)
+    assert "\n" not in text and "weights_only" not in text and str(path) in text
+
+
+def test_grey_data_are_refused_whole_with_the_row_and_a_binarize_hint():
+    """Only row 50 is grey: the first batch is binary, so a check of the first batch alone let it through."""
+    x = binary_data(n=64)
+    x[50, 3] = 0.4
+    with pytest.raises(ValueError, match=r"site 'x' observes the data with a Bernoulli.* first at row 50: binarize"):
+        fit(small_vae(), "svi", x, epochs=1, batch_size=16, progress=False)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (torch.zeros(0, 16), "data is empty"),
+        (binary_data().to(torch.uint8), "The arguments hold torch.uint8: give the data the dtype"),
+        (binary_data().half(), "The arguments hold torch.float16: give the data the dtype"),
+    ],
+    ids=["empty", "uint8", "float16"],
+)
+def test_data_of_the_wrong_kind_are_named(data, message):
+    with pytest.raises(ValueError, match=message):
+        fit(small_vae(), "svi", data, epochs=1, progress=False)
+
+
+def test_a_bogus_device_is_named():
+    with pytest.raises(ValueError, match="device='bogus' is not a device"):
+        fit(small_vae(), "svi", binary_data(), epochs=1, device="bogus", progress=False)
+
+
+def test_a_model_that_observes_nothing_is_refused_when_given_data():
+    def model(x):
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide(x):
+        pyro.sample("z", dist.Normal(pyro.param("loc", torch.tensor(0.0)), 1.0))
+
+    for engine in ("svi", "rws"):
+        with pytest.raises(ValueError, match="the model observes no site .* the data given to fit are never scored"):
+            fit(model, engine, binary_data(), guide=guide, epochs=1, progress=False)
