@@ -40,6 +40,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -242,6 +243,26 @@ def main(argv=None):
         return _fail(error)
 
 
+def _run_folder(args, default):
+    """The run folder, checked before any work (and created only when the run writes to it): a folder
+    that can be written, holding no run unless ``--resume`` continues it or ``--overwrite`` replaces it."""
+    out = args.out or default
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; give the folder the run should be written to")
+    held = [name for name in ("checkpoint.pt", "metrics.json") if (out / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise ValueError(
+            f"the run folder {out} already holds a run ({', '.join(held)}): pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the run folder {out}: {existing} is a file; give another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the run folder {out}: {existing} is not writable; give another --out")
+    return out
+
+
 def _fail(error):
     """Report a user error on stderr; the exit status of a usage error."""
     print(f"pplgen: error: {error}", file=sys.stderr)
@@ -380,6 +401,12 @@ def _add_data_arguments(group):
         "--root", type=Path, metavar="PATH", help="folder of the data files (binarized-mnist, mnist-idx, fashion-mnist)"
     )
     group.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the published files (mnist-idx, fashion-mnist, binarized-mnist) into $PPLGEN_DATA or --root, "
+        "checked against pinned SHA-256 sums; a mirror is read from $PPLGEN_DATA_MIRROR",
+    )
+    group.add_argument(
         "--binarize",
         choices=list(BINARIZE),
         help="binarization of grey levels (default: threshold for models with binary likelihoods, else none)",
@@ -423,10 +450,9 @@ def _add_output_arguments(group):
         metavar="EPOCHS",
         help=f"evaluate during training every so many epochs (K = min({PERIODIC_EVAL_SAMPLES}, --eval-samples))",
     )
-    group.add_argument(
-        "--out", type=Path, metavar="PATH", help="run folder (default: runs/MODEL-ENGINE-DATA; replaces a run there)"
-    )
+    group.add_argument("--out", type=Path, metavar="PATH", help="run folder (default: runs/MODEL-ENGINE-DATA)")
     group.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder, if any")
+    group.add_argument("--overwrite", action="store_true", help="replace the run already in the run folder")
     group.add_argument(
         "--compare-nuts",
         action="store_true",
@@ -499,12 +525,13 @@ def _fit_command(args):
     model_options = _model_options(args, family)
     engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
     binarize = _binarize(args, family)
-    x_train = data.load(args.data, args.split_train, root=args.root, binarize=binarize, seed=args.seed)
-    x_test = data.load(args.data, args.split_test, root=args.root, binarize=binarize, seed=args.seed)[: args.eval_limit]
+    out = _run_folder(args, Path("runs") / f"{args.model}-{engine_name}-{args.data}")
+    where = {"root": args.root, "download": args.download}
+    x_train = data.load(args.data, args.split_train, **where, binarize=binarize, seed=args.seed)
+    x_test = data.load(args.data, args.split_test, **where, binarize=binarize, seed=args.seed)[: args.eval_limit]
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)  # seeds torch, numpy and random before the model's weights are drawn
     model = family.build(x_train.shape[1], **model_options)
-    out = args.out or Path("runs") / f"{args.model}-{engine_name}-{args.data}"
     epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
 
     start = time.perf_counter()
@@ -524,6 +551,7 @@ def _fit_command(args):
         ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
         checkpoint=out / "checkpoint.pt",
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=args.progress,
     )
     wall_time = time.perf_counter() - start
@@ -563,7 +591,7 @@ def _fit_bayesian(args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = family.build(**{**family.options, **given})
-    out = args.out or Path("runs") / f"{args.model}-{engine_name}"
+    out = _run_folder(args, Path("runs") / f"{args.model}-{engine_name}")
     nuts_options = {"num_warmup": args.nuts_warmup, "num_samples": args.nuts_samples, "num_chains": args.nuts_chains}
     record = posterior_report(
         model,
@@ -598,7 +626,7 @@ def _fit_topics(args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = getattr(models, TOPIC_ROUTES[engine_name])(train.num_words, num_topics=given.get("num_topics", 20))
-    out = args.out or Path("runs") / f"lda-{engine_name}"
+    out = _run_folder(args, Path("runs") / f"lda-{engine_name}")
     record = topic_report(
         model,
         engine,
@@ -627,6 +655,7 @@ def _refuse_image_options(args, also):
     given = {
         "--data": args.data != "mnist",
         "--root": args.root is not None,
+        "--download": args.download,
         "--binarize": args.binarize is not None,
         "--split-train": args.split_train != "train",
         "--split-test": args.split_test != "test",
