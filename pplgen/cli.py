@@ -38,25 +38,20 @@ engine cannot train, a diverging run) end with one line ``pplgen: error:
 
 import argparse
 import inspect
-import json
 import math
 import os
-import platform
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pyro
-import torch
 
 import pplgen
-from pplgen import data, inference, models, plots
+from pplgen import data, inference, models
 from pplgen.checks import UnsupportedModelError
-from pplgen.files import write_atomically
-from pplgen.reports import posterior_report, topic_report
-from pplgen.training import NonFiniteLossError, fit, held_out_scores
+from pplgen.reports import image_report, image_summary, posterior_report, topic_report
+from pplgen.training import NonFiniteLossError
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
 DEFAULT_EPOCHS = 10
@@ -534,29 +529,7 @@ def _fit_command(args):
     model = family.build(x_train.shape[1], **model_options)
     epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
 
-    start = time.perf_counter()
-    result = fit(
-        model,
-        engine,
-        x_train,
-        epochs=epochs,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=_learning_rate(args, DEFAULT_LR),
-        seed=args.seed,
-        device=args.device,
-        valid_data=x_test,
-        eval_every=args.eval_every,
-        eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
-        ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
-        checkpoint=out / "checkpoint.pt",
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=args.progress,
-    )
-    wall_time = time.perf_counter() - start
-    device = next(model.parameters()).device
-    x_test = x_test.to(device)
+    label = f"{args.model} trained by {engine_name} on {args.data}"
     config = _config(
         args,
         engine=engine_name,
@@ -564,16 +537,32 @@ def _fit_command(args):
         binarize=binarize,
         epochs=epochs,
         model_options=model_options,
-        engine_options=engine.options(),
-        device=str(device),
-        out=str(out),
         train_images=len(x_train),
     )
-    ais_options = {"num_steps": args.ais_steps, "num_chains": args.ais_chains}
-    record = _record(config, result, _test_scores(model, x_test, args.eval_samples, ais_options), wall_time)
-    _write_figures(out, model, result, x_test, f"{args.model} trained by {engine_name} on {args.data}")
-    write_json(out / "metrics.json", record)
-    print(summary(record))
+    record = image_report(
+        model,
+        engine,
+        x_train,
+        x_test,
+        out,
+        config=config,
+        label=label,
+        test_samples=args.eval_samples,
+        test_ais_options={"num_steps": args.ais_steps, "num_chains": args.ais_chains},
+        epochs=epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=_learning_rate(args, DEFAULT_LR),
+        seed=args.seed,
+        device=args.device,
+        eval_every=args.eval_every,
+        eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
+        ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    print(image_summary(record))
     return 0
 
 
@@ -694,12 +683,6 @@ def _bayesian_summary(name, record, out):
     return "\n".join(lines)
 
 
-def _test_scores(model, x_test, num_samples, ais_options):
-    """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was estimated."""
-    scores = held_out_scores(model.model, model.guide, x_test, num_samples, ais_options)
-    return {**scores, "num_samples": num_samples, "num_images": len(x_test)}
-
-
 def _config(args, **resolved):
     """The run's configuration: the options as given, then ``resolved`` (model and engine options as built)."""
     skipped = {"run", "command", "progress", *ENGINE_OPTIONS.values(), *MODEL_OPTIONS.values()}
@@ -742,78 +725,3 @@ def _binarize(args, family):
     if args.binarize is not None:
         return BINARIZE[args.binarize]
     return "threshold" if family.binary else None
-
-
-def _record(config, result, test, wall_time):
-    """The content of ``metrics.json``."""
-    return {
-        "config": config,
-        "epochs": _epoch_losses(result.history),
-        "evaluations": result.evaluations,
-        "test": test,
-        "steps": result.trainer.num_steps,
-        "wall_time_s": wall_time,
-        "versions": {
-            "pplgen": pplgen.__version__,
-            "torch": torch.__version__,
-            "pyro": pyro.__version__,
-            "python": platform.python_version(),
-        },
-    }
-
-
-def _epoch_losses(history):
-    """Mean training loss per datum of each epoch (1-based, the last one possibly partial)."""
-    epochs = {}
-    for row in history:
-        entry = epochs.setdefault(row["epoch"], {"epoch": row["epoch"] + 1, "steps": 0, "loss": 0.0, "data": 0})
-        entry["steps"] += 1
-        entry["last_step"] = row["step"]
-        entry["loss"] += row["loss"]
-        entry["data"] += row["batch_size"]
-    return [
-        {"epoch": e["epoch"], "steps": e["steps"], "last_step": e["last_step"], "loss_per_datum": e["loss"] / e["data"]}
-        for e in epochs.values()
-    ]
-
-
-def _write_figures(out, model, result, x_test, label):
-    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``, titled after ``label``."""
-    out.mkdir(parents=True, exist_ok=True)
-    plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=label)
-    plots.image_grid(model.sample(64), out / "samples.png", rows=8, title=f"{label}\nsamples (mean images)")
-    columns = min(8, len(x_test))
-    originals = x_test[: (min(32, len(x_test)) // columns) * columns]
-    pairs = _rows_above(originals, model.reconstruct(originals), columns)
-    title = f"{label}\ntest images above their reconstructions"
-    plots.image_grid(pairs, out / "reconstructions.png", rows=len(pairs) // columns, title=title)
-
-
-def _rows_above(upper, lower, columns):
-    """Interleave rows of ``columns`` images: a row of ``upper``, the same row of ``lower``, ..."""
-    rows = []
-    for start in range(0, len(upper), columns):
-        rows += [upper[start : start + columns], lower[start : start + columns]]
-    return torch.cat(rows)
-
-
-def write_json(path, value):
-    """Write ``value`` as JSON to ``path`` atomically (:func:`pplgen.files.write_atomically`)."""
-    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def summary(record):
-    """A few lines for people: what was trained, for how long, and the held-out scores."""
-    config, test = record["config"], record["test"]
-    options = ", ".join(f"{name}={value}" for name, value in config["engine_options"].items())
-    return "\n".join(
-        [
-            f"{config['model']} trained by {config['engine']}{f' ({options})' if options else ''} "
-            f"on {config['data']}/{config['split_train']} ({config['train_images']} images)",
-            f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
-            f"  test log-likelihood {test['log_likelihood']:.2f} nats "
-            f"({test['num_images']} images of {config['data']}/{config['split_test']}, by {test['estimator']})",
-            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else "  test ELBO           none (implicit guide)",
-            f"  run folder: {config['out']}",
-        ]
-    )

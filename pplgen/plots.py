@@ -16,6 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
+from pplgen.files import write_atomically
+
 
 def _smooth(values, window):
     """Trailing moving average of ``values`` over ``window`` points (fewer at the start)."""
@@ -113,7 +115,7 @@ def _as_square_images(images):
 
 def _save(figure, path):
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
 
 
 def plot_gradient_variance(results, path, *, title="gradient estimators"):
@@ -140,4 +142,4 @@ def plot_gradient_variance(results, path, *, title="gradient estimators"):
     axes[0].legend()
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100))

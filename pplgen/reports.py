@@ -1,5 +1,6 @@
-"""Run folders of the Bayesian and topic models: fit, then diagnose (what ``pplgen fit eight-schools``,
-``multilevel`` and ``lda`` write).
+"""Run folders: fit, then evaluate or diagnose, and write what ``pplgen fit`` writes for every model family
+(:func:`image_report` for ``vae``, ``sbn`` and ``helmholtz``; :func:`posterior_report` for ``eight-schools``
+and ``multilevel``; :func:`topic_report` for ``lda``), each file through one atomic writer.
 
 ::
 
@@ -7,22 +8,130 @@
                                               steps=3000, compare_nuts=True, coords={"school": names})
     report["khat"], report["comparison"]
 
-The folder holds ``posterior.nc`` (the guide's ``arviz.InferenceData``),
+A posterior report's folder holds ``posterior.nc`` (the guide's ``arviz.InferenceData``),
 ``graph.png`` (the model's structure), ``loss.png``, ``metrics.json`` (the
 configuration, the final loss, PSIS k̂ and its reading, wall times) and, with
 ``compare_nuts``, ``nuts.nc`` (NumPyro's NUTS on the same program),
 ``comparison.csv`` and ``comparison.png`` (VI against NUTS, per parameter).
-The data files (``.nc``, ``.csv``, ``.json``) are written whole or not at all.
+Every file of a run folder is written whole or not at all (:func:`pplgen.files.write_atomically`).
 The run uses the CPU: these models are small, and their data stay where they are.
 """
 
 import json
+import platform
 import time
 from pathlib import Path
 
+import pyro
+import torch
+
+import pplgen
 from pplgen import diagnostics, evaluate, plots, structure, topics
 from pplgen.files import write_atomically
-from pplgen.training import fit
+from pplgen.training import fit, held_out_scores
+
+
+def image_report(model, engine, x_train, x_test, out, *, config, label, test_samples=5000, test_ais_options=None,
+                 **fit_options):
+    """Fit an image model (:mod:`pplgen.models`: ``VAE``, ``SigmoidBeliefNet``, ...) on ``x_train`` and write the
+    run folder ``out``: ``checkpoint.pt`` (every epoch), then ``metrics.json`` (``config`` with what the run
+    resolved, the losses per epoch, the evaluations and the test scores by ``test_samples`` importance samples,
+    or by AIS with ``test_ais_options`` for an implicit guide), ``loss.png``, ``samples.png`` and
+    ``reconstructions.png``, titled after ``label``. ``fit_options`` go to :func:`pplgen.fit`, which
+    evaluates on ``x_test`` during training. Returns the content of ``metrics.json``.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    result = fit(model, engine, x_train, valid_data=x_test, checkpoint=out / "checkpoint.pt", **fit_options)
+    wall_time = time.perf_counter() - start
+    device = next(model.parameters()).device
+    x_test = x_test.to(device)
+    config = {**config, "engine_options": result.engine.options(), "device": str(device), "out": str(out)}
+    record = _record(config, result, _test_scores(model, x_test, test_samples, test_ais_options), wall_time)
+    _write_figures(out, model, result, x_test, label)
+    write_json(out / "metrics.json", record)
+    return record
+
+
+def _test_scores(model, x_test, num_samples, ais_options):
+    """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was estimated."""
+    scores = held_out_scores(model.model, model.guide, x_test, num_samples, ais_options)
+    return {**scores, "num_samples": num_samples, "num_images": len(x_test)}
+
+
+def _record(config, result, test, wall_time):
+    """The content of ``metrics.json``."""
+    return {
+        "config": config,
+        "epochs": _epoch_losses(result.history),
+        "evaluations": result.evaluations,
+        "test": test,
+        "steps": result.trainer.num_steps,
+        "wall_time_s": wall_time,
+        "versions": {
+            "pplgen": pplgen.__version__,
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _epoch_losses(history):
+    """Mean training loss per datum of each epoch (1-based, the last one possibly partial)."""
+    epochs = {}
+    for row in history:
+        entry = epochs.setdefault(row["epoch"], {"epoch": row["epoch"] + 1, "steps": 0, "loss": 0.0, "data": 0})
+        entry["steps"] += 1
+        entry["last_step"] = row["step"]
+        entry["loss"] += row["loss"]
+        entry["data"] += row["batch_size"]
+    return [
+        {"epoch": e["epoch"], "steps": e["steps"], "last_step": e["last_step"], "loss_per_datum": e["loss"] / e["data"]}
+        for e in epochs.values()
+    ]
+
+
+def _write_figures(out, model, result, x_test, label):
+    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``, titled after ``label``."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=label)
+    plots.image_grid(model.sample(64), out / "samples.png", rows=8, title=f"{label}\nsamples (mean images)")
+    columns = min(8, len(x_test))
+    originals = x_test[: (min(32, len(x_test)) // columns) * columns]
+    pairs = _rows_above(originals, model.reconstruct(originals), columns)
+    title = f"{label}\ntest images above their reconstructions"
+    plots.image_grid(pairs, out / "reconstructions.png", rows=len(pairs) // columns, title=title)
+
+
+def _rows_above(upper, lower, columns):
+    """Interleave rows of ``columns`` images: a row of ``upper``, the same row of ``lower``, ..."""
+    rows = []
+    for start in range(0, len(upper), columns):
+        rows += [upper[start : start + columns], lower[start : start + columns]]
+    return torch.cat(rows)
+
+
+def write_json(path, value):
+    """Write ``value`` as JSON to ``path`` atomically (:func:`pplgen.files.write_atomically`)."""
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def image_summary(record):
+    """A few lines for people: what was trained, for how long, and the held-out scores."""
+    config, test = record["config"], record["test"]
+    options = ", ".join(f"{name}={value}" for name, value in config["engine_options"].items())
+    return "\n".join(
+        [
+            f"{config['model']} trained by {config['engine']}{f' ({options})' if options else ''} "
+            f"on {config['data']}/{config['split_train']} ({config['train_images']} images)",
+            f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
+            f"  test log-likelihood {test['log_likelihood']:.2f} nats "
+            f"({test['num_images']} images of {config['data']}/{config['split_test']}, by {test['estimator']})",
+            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else "  test ELBO           none (implicit guide)",
+            f"  run folder: {config['out']}",
+        ]
+    )
 
 
 def posterior_report(
@@ -72,7 +181,7 @@ def posterior_report(
         write_atomically(out / "comparison.csv", comparison.table.to_csv)
         write_atomically(out / "comparison.png", comparison.figure.savefig)
         record["comparison"] = json.loads(comparison.table.to_json(orient="index"))
-    write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    write_json(out / "metrics.json", record)
     return record
 
 
@@ -121,5 +230,5 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
     write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
     structure.draw(structure.graph(model.model, getattr(test, field)[:2]), out / "graph.png", title="model structure")
     plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
-    write_atomically(out / "metrics.json", lambda path: Path(path).write_text(json.dumps(record, indent=2) + "\n"))
+    write_json(out / "metrics.json", record)
     return record

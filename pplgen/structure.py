@@ -20,6 +20,7 @@ from pyro import poutine
 
 from pplgen.checks import distribution_name
 from pplgen.dependencies import density_reads
+from pplgen.files import write_atomically
 from pplgen.particles import DetachLatents, is_sample_site
 
 
@@ -70,5 +71,5 @@ def draw(structure, path=None, *, title=None):
         axis.set_title(title)
     figure.tight_layout()
     if path is not None:
-        figure.savefig(path, dpi=100)
+        write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=100))
     return figure
