@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 
 from pplgen.annealing import ais
-from pplgen.checks import check_explicit_guide
+from pplgen.checks import check_explicit_guide, check_particles
 from pplgen.distributions import is_implicit
 from pplgen.particles import is_sample_site, log_weights, sample_particles
 from pplgen.probe import probe_pair
@@ -89,6 +89,10 @@ class _Scorer:
         probe = probe_pair(self.model, self.guide, (data[:batch_size],), {})
         self.max_plate_nesting = probe.max_plate_nesting
         check_explicit_guide(probe, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)")
+        # Programs that do not broadcast over a particle plate are scored one particle run at a time.
+        self.vectorized = check_particles(
+            self.model, self.guide, (data[:batch_size],), {}, "importance sampling", self.max_plate_nesting
+        )
 
     def batches(self):
         return self.data.split(self.batch_size)
@@ -120,4 +124,5 @@ class _Scorer:
             {},
             num_particles=num_particles,
             max_plate_nesting=self.max_plate_nesting,
+            vectorized=self.vectorized,
         )

@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro import poutine
 
+from pplgen.evaluate import log_likelihood
 from pplgen.inference import get
 from pplgen.particles import PARTICLE_PLATE, Particles, common_scale, log_weights, sample_particles, site_log_prob
 from pplgen.probe import probe_pair
@@ -84,3 +85,20 @@ def test_a_scale_per_datum_is_one_scale_per_factor_and_a_scale_within_a_datum_is
         mixed = sample_particles(model, lambda x, s: guide(x, 1.0), (torch.zeros(3), per_datum), {}, num_particles=2,
                                  max_plate_nesting=1)
         common_scale(mixed)
+
+
+def test_importance_sampling_scores_a_program_that_does_not_vectorize_one_run_at_a_time():
+    """``z.reshape(len(x))`` breaks under a particle plate; with the exact posterior as guide every
+    importance weight is p(x), so the estimate is exact: x ~ N(0, 2)."""
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.reshape(len(x)), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+
+    x = torch.tensor([0.3, -1.2, 2.0])
+    estimate = log_likelihood(model, x, guide=guide, num_samples=7, particle_chunk=3)
+    assert torch.allclose(estimate, dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-5)
