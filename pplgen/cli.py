@@ -417,7 +417,7 @@ def _add_training_arguments(group):
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
     group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
     group.add_argument(
-        "--lr", type=_positive_float, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel; 0.01 for lda)"
+        "--lr", type=_adam_learning_rate, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel; 0.01 for lda)"
     )
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -480,6 +480,15 @@ def _positive_float(text):
         value = 0.0
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def _adam_learning_rate(text):
+    """argparse type: Adam's learning rate, in (0, 1]: its steps are about lr per weight, so a larger rate
+    throws the weights around (``--lr 1e6`` trains to a log-likelihood of -2e13 without a NaN to stop at)."""
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 1] (Adam moves each weight by about lr a step), got {text!r}")
     return value
 
 
