@@ -15,7 +15,8 @@ import pytest
 import torch
 from outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected, markdown_table
 from pplgen.inference import ENGINES as REGISTRY
-from pplgen.inference import get
+from pplgen.checks import PER_SITE_ENGINES, SCORE_FUNCTION_ENGINES
+from pplgen.inference import get, score_function_engines
 from programs import PROGRAMS
 
 import pplgen
@@ -96,3 +97,9 @@ def test_checking_leaves_the_random_number_generators_untouched(entry):
 def test_the_readme_shows_this_table():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert markdown_table() in readme
+
+
+def test_the_engines_named_in_refusals_are_the_registrys():
+    """Refusals name alternatives from lists in pplgen.checks (the core does not import the registry)."""
+    assert set(SCORE_FUNCTION_ENGINES) == set(score_function_engines())
+    assert set(PER_SITE_ENGINES) == {name for name, engine in REGISTRY.items() if not engine.needs_common_scale}
