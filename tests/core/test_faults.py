@@ -9,20 +9,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from test_fit import binary_data, small_vae
 
 from pplgen import NonFiniteLossError, fit
-from pplgen.models import VAE
 from pplgen.training import CheckpointError
-
-
-def small_vae(seed=0):
-    torch.manual_seed(seed)
-    return VAE(data_dim=16, latent_dim=3, hidden=(12,))
-
-
-def binary_data(n=64, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 16, generator=generator).bernoulli(generator=generator)
 
 
 class ExplodesOnSecondStep(torch.optim.SGD):
