@@ -37,6 +37,7 @@ import time
 import every_engine
 import pyro
 import torch
+from pplgen.models import VAE
 
 import pplgen
 from pplgen.models import VAE
@@ -48,8 +49,8 @@ def avb_engine(args):
     """avb with the prior as contrast or, as the README shows it, a Gaussian contrast per datum from K=8 particles."""
     if args.adaptive_contrast:
         label = "avb, adaptive contrast, K=8"
-        return label, pplgen.inference.get("avb", num_particles=8, adaptive_contrast=True, discriminator_steps=2)
-    label = f"avb, prior contrast, {args.discriminator_steps} discriminator step(s)"
+        return label, pplgen.inference.get("avb", num_particles=8, adaptive_contrast=True)
+    label = f"avb, prior contrast, {args.discriminator_steps} discriminator update(s) per step"
     return label, pplgen.inference.get("avb", discriminator_steps=args.discriminator_steps)
 
 
@@ -78,7 +79,7 @@ def parse_args(argv):
         "--adaptive-contrast", action="store_true", help="avb with K=8 and a per-datum Gaussian contrast"
     )
     parser.add_argument(
-        "--discriminator-steps", type=int, default=1, help="discriminator updates per step (prior contrast)"
+        "--discriminator-steps", type=int, default=3, help="discriminator updates per step (prior contrast; avb's default)"
     )
     parser.add_argument("--ais-steps", type=int, default=100)
     parser.add_argument("--ais-chains", type=int, default=8)

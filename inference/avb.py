@@ -8,13 +8,56 @@ optimum T*(x, z) = log q_φ(z | x) − log c(z | x), so with z = g_φ(x, ε)::
 
     ELBO = E_ε[log p_θ(x, z) − log c(z | x) − T*(x, z)]
 
-which needs no log q. Per role, in one surrogate routed by ``detach()``:
+which needs no log q. The surrogate, routed by ``detach()``, gives
 
-* θ gets ∇θ E_q log p_θ(x, z) (z held fixed; ∇θ log p(x | z) for a fixed prior),
-* φ gets ∇φ E_ε[log p(x | z) − T_ψ(x, z)] through the reparameterized sampler
-  (the discriminator's weights held fixed: ψ is not moved by this term),
-* ψ gets only the discriminator's logistic loss, on detached samples, so
-  nothing of it reaches θ or φ.
+* θ: ∇θ E_q log p_θ(x, z) (z held fixed; ∇θ log p(x | z) for a fixed prior),
+* φ: ∇φ E_ε[log p(x | z) − T_ψ(x, z)] through the reparameterized sampler,
+  T's weights held fixed,
+* ψ: nothing. The engine fits the discriminator itself, inside ``forward``.
+
+How T is fitted. In training mode (``engine.train()``, the default, with
+gradients enabled) every call of ``forward`` updates T ``discriminator_steps``
+= n times on its logistic loss
+
+    L(ψ) = E_q softplus(−T_ψ(x, z)) + E_c softplus(T_ψ(x, z′))
+
+with the engine's own Adam (rate ``discriminator_lr``, β = (0.5, 0.999)):
+n − 1 updates on fresh particles, then the estimator with T held fixed, then
+one update on the step's own particles, detached. Adam's moments and update
+count are buffers, so ``state_dict()`` resumes a fit exactly and ``.to()``
+moves them. In ``eval()`` mode, or under ``torch.no_grad()``, ``forward``
+changes nothing (:func:`pplgen.diagnostics.gradient_variance` runs it so).
+
+Why the engine trains T, and not the caller's optimizer: φ's estimator is
+right only while T stays near its optimum for the current q, and how hard T
+must be trained to stay there belongs to the estimator, not to the loop.
+``loss.surrogate.backward(); optimizer.step()`` is then the whole step in
+any loop (:func:`pplgen.fit`, a ``torch.optim`` loop over the model's and
+guide's parameters alone, Pyro's ``SVI``), and T trains alike whatever that
+loop's optimizer, rates or schedule (``fit`` puts T in no role, and
+refuses ``lr={"helper": ...}`` for avb by name). Keeping T's gradient in the
+surrogate too would step ψ by a second optimizer with other moments, at a
+rate the engine does not know.
+
+The defaults are the settings that recover a strongly correlated posterior.
+On z ~ N(0, I₂), x | z ~ N(W z, 0.5² I₂), W = [[2, 2], [0.1, −0.1]]
+(correlation −0.94, principal-axis standard deviations 0.174 and 0.962), a
+tanh MLP guide of (x, ε), Adam at 1e-3 for the guide and 1,000 steps of 200
+data, the largest errors of the posterior means and of those standard
+deviations at 4 held-out x were (seeds 0, 3, 4)::
+
+    T fitted by                                      means       sds
+    the loop's optimizer, 1 step (former default)    0.14–0.24   27–52 %
+    the loop's optimizer, 3 steps                    0.07–0.11   25–38 %
+    its own Adam, 1 update at 3e-3                   0.09–0.11   18–38 %
+    its own Adam, 3 updates at 1e-3                  0.05–0.06    9–25 %
+    its own Adam, 3 updates at 3e-3 (default)       ≤ 0.082     ≤ 13 %   (seeds 0–9)
+
+A rate of 1e-2 or 5 updates did no better; a decaying rate for T
+(lr / (1 + t/1000)) let it lag and did worse, and so did averaging its
+weights over updates; a decaying rate for the guide was not needed. T learns
+from the batch × K pairs of each update: with batches of 100, 2 of 7 seeds
+ended with a standard deviation 17 % off.
 
 The contrast c is the prior p(z) (the paper's §3.2; T then absorbs log p(z).
 Its sites must not read each other: θ's term log p_θ(z) is taken with each z
@@ -28,35 +71,46 @@ q and r are much closer than q and p(z), so T has less to learn. It needs
 
 The discriminator is a ReLU MLP of (x, z, z ⊙ z) per datum (log-density
 ratios of near-Gaussian posteriors are quadratic in z, which a network of z
-alone approximates poorly), sized by the first program it meets. Its learning
-rate is the "helper" role's (``fit(..., lr={"helper": ...})``).
-``discriminator_steps=n`` gives it n − 1 extra updates per step, on fresh
-samples and before the step of all three roles; :class:`~pplgen.Trainer`
-runs them from :meth:`AVB.helper_losses`.
+alone approximates poorly), sized by the first program it meets.
+
+Options: ``num_particles`` K (default 1); ``discriminator``, T's hidden
+layer sizes (default (256, 256)); ``discriminator_steps`` n (default 3);
+``discriminator_lr`` (default 3e-3); ``adaptive_contrast`` (default False);
+``max_plate_nesting``.
 
 Cost per step: one guide pass and one model pass over K × batch particles,
-one prior pass without gradients (prior contrast), the discriminator on
-2 × K × batch pairs, and (n − 1) × (guide pass + prior pass + discriminator)
-for the extra discriminator steps.
+one prior pass without gradients (prior contrast), n forward and backward
+passes of T on 2 × K × batch pairs, and n − 1 further guide, model and prior
+passes without gradients for the fresh particles (a 2-D model with batches
+of 200 on one CPU thread: 14 ms a step with n = 3, 6 ms with n = 1).
 
 Example::
 
     vae = pplgen.models.VAE(guide="implicit")
-    engine = pplgen.inference.get("avb", discriminator=(256, 256))
-    loss = engine(vae.model, vae.guide, x)
+    engine = pplgen.inference.get("avb")
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    for x in batches:
+        optimizer.zero_grad()
+        engine(vae.model, vae.guide, x).surrogate.backward()  # T's n updates happen in the call
+        optimizer.step()
 
 Metrics: ``loss`` (−estimated ELBO of the batch), ``elbo``,
-``discriminator_loss`` (logistic loss, summed over the batch and both
-classes, per particle) and ``discriminator_accuracy`` (fraction of both
-classes told apart; near 0.5 means the discriminator cannot tell them apart
-or has fallen behind).
+``discriminator_loss`` (logistic loss on the step's particles before T's last
+update, summed over the batch and both classes, per particle) and
+``discriminator_accuracy`` (fraction of both classes told apart; near 0.5
+means the discriminator cannot tell them apart or has fallen behind).
 """
+
+import math
 
 import pyro
 import torch
 from pyro import poutine
+from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import softplus
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.checks import UnsupportedModelError, check_has_latents, check_observes
 from pplgen.engine import Loss, ParticleEngine
@@ -77,13 +131,15 @@ class AVB(ParticleEngine):
     reparameterized = True
     implicit_guides = True
     needs_common_scale = True
+    fits_own_helpers = True
 
     def __init__(
         self,
         num_particles=1,
         *,
         discriminator=(256, 256),
-        discriminator_steps=1,
+        discriminator_steps=3,
+        discriminator_lr=3e-3,
         adaptive_contrast=False,
         max_plate_nesting=None,
     ):
@@ -92,54 +148,69 @@ class AVB(ParticleEngine):
             raise ValueError(f"discriminator must be a sequence of hidden layer sizes (e.g. (256, 256)), got {discriminator!r}")
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive int, got {discriminator_steps!r}")
+        if isinstance(discriminator_lr, bool) or not (isinstance(discriminator_lr, (int, float)) and 0 < discriminator_lr < math.inf):
+            raise ValueError(f"discriminator_lr must be a finite positive number, got {discriminator_lr!r}")
         if adaptive_contrast and num_particles < 2:
             raise ValueError(
                 f"adaptive_contrast needs num_particles >= 2 to estimate each datum's moments, got {num_particles}"
             )
         self.discriminator = LazyMLP(discriminator, "relu", owner="avb's discriminator")
+        self.optimizer = _Adam(float(discriminator_lr))
         self.discriminator_steps = discriminator_steps
         self.adaptive_contrast = bool(adaptive_contrast)
 
     def forward(self, model, guide, *args, **kwargs):
+        updating = self.training and torch.is_grad_enabled()
+        for _ in range(self.discriminator_steps - 1 if updating else 0):
+            self._update_on_fresh_particles(model, guide, args, kwargs)
         particles = self.particles(model, guide, args, kwargs)
         scale = common_scale(particles)
         x, z = self._pairs(particles)
+        z, log_contrast, contrast = self._contrast(particles, z, model, args, kwargs)
         if self.adaptive_contrast:
-            z, log_contrast, contrast = _standardized(z)
             log_p = _log_density(particles, observed=None)
             prior_for_theta = log_p.new_zeros(())
         else:
-            contrast = latent_features(particles, self._prior_trace(model, args, kwargs))
-            log_p, log_contrast = _log_density(particles, observed=True), 0.0
+            log_p = _log_density(particles, observed=True)
             # log p_θ(z) at the guide's z, held fixed: its gradient reaches the prior's parameters only.
             prior_for_theta = _log_density(particles, observed=False, detach_values=True)
         inputs = _inputs(x, z)
         self.discriminator.initialize_parameters(inputs, 1)
-        fixed_t = functional_call(self.discriminator, _detached(self.discriminator), (inputs, 1)).squeeze(-1)
-        elbo_terms = log_p - log_contrast - fixed_t
-        elbo = (scale * elbo_terms).sum() / particles.num_particles
+        fixed_t = functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1)
+        elbo = (scale * (log_p - log_contrast - fixed_t)).sum() / particles.num_particles
         prior_for_theta = (scale * prior_for_theta).sum() / particles.num_particles
         estimator = elbo + prior_for_theta - prior_for_theta.detach()
-        loss, accuracy = self._discriminator_loss(x, z.detach(), contrast, particles.num_particles)
-        surrogate = -elbo.detach() - (estimator - estimator.detach()) + (loss - loss.detach())
-        metrics = {"loss": -elbo.detach(), "elbo": elbo.detach(), "discriminator_loss": loss.detach()}
-        return Loss(surrogate, {**metrics, "discriminator_accuracy": accuracy})
-
-    @property
-    def helper_steps(self):
-        return self.discriminator_steps - 1
-
-    def helper_losses(self, model, guide, *args, **kwargs):
-        """The discriminator's loss alone on fresh samples, ``discriminator_steps − 1`` times."""
-        for _ in range(self.discriminator_steps - 1):
+        if updating:
+            loss, accuracy = self._update_discriminator(x, z.detach(), contrast, particles.num_particles)
+        else:
             with torch.no_grad():
-                particles = self.particles(model, guide, args, kwargs)
-                x, z = self._pairs(particles)
-                if self.adaptive_contrast:
-                    z, _, contrast = _standardized(z)
-                else:
-                    contrast = latent_features(particles, self._prior_trace(model, args, kwargs))
-            yield self._discriminator_loss(x, z, contrast, particles.num_particles)[0]
+                loss, accuracy = self._discriminator_loss(x, z, contrast, particles.num_particles)
+        metrics = {"loss": -elbo.detach(), "elbo": elbo.detach(), "discriminator_loss": loss.detach()}
+        return Loss(-elbo.detach() - (estimator - estimator.detach()), {**metrics, "discriminator_accuracy": accuracy})
+
+    def _contrast(self, particles, z, model, args, kwargs):
+        """What the discriminator sees of q (z, or the standardized z̃), log c at z (0 for the prior, which T
+        absorbs) and draws of the contrast."""
+        if self.adaptive_contrast:
+            return _standardized(z)
+        return z, 0.0, latent_features(particles, self._prior_trace(model, args, kwargs))
+
+    def _update_on_fresh_particles(self, model, guide, args, kwargs):
+        with torch.no_grad():
+            particles = self.particles(model, guide, args, kwargs)
+            x, z = self._pairs(particles)
+            z, _, contrast = self._contrast(particles, z, model, args, kwargs)
+        self._update_discriminator(x, z, contrast, particles.num_particles)
+
+    def _update_discriminator(self, x, z, contrast, num_particles):
+        """One update of T alone by the engine's Adam; T's loss and accuracy before it."""
+        self.discriminator.initialize_parameters(_inputs(x, z), 1)
+        loss, accuracy = self._discriminator_loss(x, z, contrast, num_particles)
+        params = [p for p in self.discriminator.parameters() if p.requires_grad]
+        if params:  # a T without trainable weights (a fixed function) is left as it is
+            # autograd.grad leaves every .grad as it was: the caller's optimizer never sees T's gradient.
+            self.optimizer(params, torch.autograd.grad(loss, params))
+        return loss.detach(), accuracy
 
     def _pairs(self, particles):
         """Observed data and latents of each particle and datum, ``(K, *factor_sizes, features)`` each."""
@@ -164,8 +235,8 @@ class AVB(ParticleEngine):
 
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""
-        from_guide = self.discriminator(_inputs(x, z), 1).squeeze(-1)
-        from_contrast = self.discriminator(_inputs(x, contrast), 1).squeeze(-1)
+        both = self.discriminator(_inputs(torch.cat([x, x]), torch.cat([z, contrast])), 1)  # one pass for both classes
+        from_guide, from_contrast = both.squeeze(-1).chunk(2)
         loss = (softplus(-from_guide) + softplus(from_contrast)).sum() / num_particles
         accuracy = 0.5 * ((from_guide > 0).float().mean() + (from_contrast < 0).float().mean())
         return loss, accuracy.detach()
@@ -187,6 +258,9 @@ class AVB(ParticleEngine):
         with torch.no_grad():
             x, z = self._pairs(probe.particles)
         self.discriminator.initialize_parameters(_inputs(x, z), 1)
+        params = [p for p in self.discriminator.parameters() if p.requires_grad]
+        if params:
+            self.optimizer.initialize_parameters(params)
         return probe
 
     def options(self):
@@ -194,6 +268,7 @@ class AVB(ParticleEngine):
             **super().options(),
             "discriminator": self.discriminator.hidden,
             "discriminator_steps": self.discriminator_steps,
+            "discriminator_lr": self.optimizer.lr,
             "adaptive_contrast": self.adaptive_contrast,
         }
 
@@ -202,8 +277,9 @@ def _inputs(x, z):
     return torch.cat([x, z, z * z], dim=-1)
 
 
-def _detached(module):
-    return {name: p.detach() for name, p in module.named_parameters()}
+def _frozen(module):
+    """The module's weights as constants: copies, since the discriminator is updated before backward."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def _standardized(z):
@@ -226,3 +302,39 @@ def _log_density(particles, *, observed, detach_values=False):
             site = {**site, "value": site["value"].detach()}
         total = total + particles.reduce(site_log_prob(site))
     return total
+
+
+class _Adam(LazyModuleMixin, nn.Module):
+    """Adam (Kingma & Ba 2015) with β = (0.5, 0.999), as GAN discriminators are trained (Radford et al.
+    2016); its moments are flat buffers sized on the first update, so ``state_dict`` and ``.to()`` carry them."""
+
+    betas = (0.5, 0.999)
+    eps = 1e-8
+
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+        self.register_buffer("exp_avg", UninitializedBuffer())
+        self.register_buffer("exp_avg_sq", UninitializedBuffer())
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def initialize_parameters(self, params, grads=None):
+        if not self.has_uninitialized_params():
+            return
+        size = sum(p.numel() for p in params)
+        for buffer in (self.exp_avg, self.exp_avg_sq):
+            buffer.materialize((size,), device=params[0].device, dtype=params[0].dtype)
+            buffer.zero_()
+
+    @torch.no_grad()
+    def forward(self, params, grads):
+        """One update of ``params`` along their ``grads``."""
+        beta1, beta2 = self.betas
+        grad = torch.cat([g.reshape(-1) for g in grads])
+        self.updates += 1
+        t = self.updates.to(grad.dtype)
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = (self.exp_avg / (1 - beta1**t)) / ((self.exp_avg_sq / (1 - beta2**t)).sqrt() + self.eps)
+        for p, s in zip(params, step.split([p.numel() for p in params])):
+            p.sub_(self.lr * s.view_as(p))

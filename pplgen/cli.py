@@ -75,6 +75,7 @@ ENGINE_OPTIONS = {
     "--no-local-signals": "local_signals",
     "--discriminator": "discriminator",
     "--discriminator-steps": "discriminator_steps",
+    "--discriminator-lr": "discriminator_lr",
     "--adaptive-contrast": "adaptive_contrast",
 }
 #: Command-line option -> model constructor argument (also its argparse ``dest``).
@@ -342,7 +343,13 @@ def _add_engine_arguments(group):
         metavar="SIZES",
         help="hidden layer sizes of the discriminator T(x, z) (avb; default 256,256)",
     )
-    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb; default 1)")
+    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb; default 3)")
+    option(
+        "--discriminator-lr",
+        type=_adam_learning_rate,
+        metavar="LR",
+        help="learning rate of the discriminator's own Adam (avb; default 3e-3)",
+    )
     option("--adaptive-contrast", action="store_true", help="contrast q with a Gaussian of its own moments (avb; K >= 2)")
 
 

@@ -14,12 +14,15 @@ as Pyro scales subsampled plates), and ``.backward()`` leaves on
 
 * model parameters θ: the engine's update direction for the generative model,
 * guide parameters φ: its update direction for the inference network,
-* helper parameters ψ (the engine's own submodules: baselines,
-  discriminators): the gradient of the helper's own fitting loss,
+* helper parameters ψ (the engine's own submodules, e.g. nvil's
+  baselines): the gradient of the helper's own fitting loss,
 
 each routed to its role with ``detach()`` inside the one scalar. So a training
 loop, an optimizer, a scheduler or DDP sees only a module that returns a loss,
-and swapping engines is swapping one object.
+and swapping engines is swapping one object. A helper that must be fitted
+harder than one step of the loop's optimizer allows (avb's discriminator) is
+fitted by the engine itself inside ``forward``, in training mode, so
+``loss.surrogate.backward(); optimizer.step()`` is all any loop does.
 
 ``loss.metrics`` maps documented names (each engine's ``metric_names``) to
 detached scalar tensors; ``"loss"`` is always among them.
@@ -70,6 +73,9 @@ class Engine(torch.nn.Module):
 
     name: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
+    #: The engine fits its own networks inside ``forward`` (avb's discriminator): they are no optimizer's
+    #: "helper" role, and their rates are the engine's options.
+    fits_own_helpers: ClassVar[bool] = False
 
     def __init__(self):
         super().__init__()
@@ -89,16 +95,9 @@ class Engine(torch.nn.Module):
         (baselines, discriminators) under ``"pplgen.<engine name>"`` and the
         ``torch.nn.Module`` behind model and guide (a module passed whole, or
         the owner of bound methods such as ``vae.model``) under
-        ``"pplgen.<class name>"``, so Pyro's optimizer steps all of them.
-        Engines that ask for extra helper-only steps (:meth:`helper_losses`,
-        avb's ``discriminator_steps`` > 1) need pplgen's :class:`~pplgen.Trainer`
-        and are refused here rather than trained with fewer steps.
+        ``"pplgen.<class name>"``, so Pyro's optimizer steps all of them
+        (an engine that fits its own networks, avb, steps those itself).
         """
-        if self.helper_steps:
-            raise ValueError(
-                f"{self.name} takes {self.helper_steps} helper-only step(s) before each step, which Pyro's SVI "
-                f"cannot take; train it with pplgen.fit or pplgen.Trainer, or set the option to one step."
-            )
         loss = self(model, guide, *args, **kwargs)
         for module in owning_modules(model, guide):
             if any(p.requires_grad for p in module.parameters()):
@@ -106,16 +105,6 @@ class Engine(torch.nn.Module):
         if any(p.requires_grad for p in self.parameters()):
             pyro.module(f"pplgen.{self.name}", self)
         return loss.surrogate
-
-    @property
-    def helper_steps(self):
-        """How many helper-only optimizer steps :meth:`helper_losses` yields before each step."""
-        return 0
-
-    def helper_losses(self, model, guide, *args, **kwargs):
-        """Losses of the helpers alone (e.g. extra discriminator steps), each to be given one optimizer
-        step before the step of :meth:`forward`; none by default. Evaluated lazily, one after another."""
-        return ()
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options().items())

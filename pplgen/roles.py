@@ -11,7 +11,9 @@ the pair's probe (:mod:`pplgen.probe`), one run on one batch:
   else the guide's if log q(z | x) or the sampled z depend on it (only the
   samples, for an implicit guide site, which has no log q); parameters
   that neither touches (unused branches) are filed with the model;
-* the engine's own parameters (baselines, discriminators) are helpers.
+* the engine's own parameters (e.g. nvil's baselines) are helpers, unless
+  the engine fits them itself inside ``forward`` (avb's discriminator): then
+  no optimizer of the caller's touches them.
 """
 
 import torch
@@ -25,11 +27,11 @@ ROLES = ("model", "guide", "helper")
 
 def parameter_roles(probe, model, guide, engine):
     """``{role: [parameters]}`` of a pair, from its :class:`~pplgen.probe.Probe` (see the module docs)."""
-    helpers = list(engine.parameters())
+    engine_params = list(engine.parameters())
     candidates = _unique(
         [p for m in owning_modules(model, guide) for p in m.parameters() if p.requires_grad]
         + list(probe.store_params.values()),
-        exclude=helpers,
+        exclude=engine_params,
     )
     model_side = _depends_on(model_log_density(probe.particles), candidates)
     guide_sites = probe.sites(probe.guide_trace)
@@ -39,7 +41,7 @@ def parameter_roles(probe, model, guide, engine):
     return {
         "model": [p for p, m, g in zip(candidates, model_side, guide_side) if m or not g],
         "guide": [p for p, m, g in zip(candidates, model_side, guide_side) if g and not m],
-        "helper": helpers,
+        "helper": [] if engine.fits_own_helpers else engine_params,
     }
 
 

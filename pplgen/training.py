@@ -87,6 +87,11 @@ class Trainer:
         self.engine = engine
         self.optimizer_class = optimizer
         self.learning_rates = _learning_rates(lr)
+        if isinstance(lr, dict) and "helper" in lr and engine.fits_own_helpers:
+            raise ValueError(
+                f"{engine.name} fits its own networks inside its forward, so lr['helper'] would reach nothing; "
+                f"drop it and set the engine's own rate instead (e.g. discriminator_lr for avb)"
+            )
         self.optimizer_options = dict(optimizer_options or {})
         self.clip_norm = clip_norm
         self.validate_every_step = validate_every_step
@@ -118,8 +123,6 @@ class Trainer:
         self.setup(*args, **kwargs)
         checks = nullcontext() if self.validate_every_step or self.num_steps == 0 else pyro.validation_enabled(False)
         with checks:
-            for helper_loss in self.engine.helper_losses(self.model, self.guide, *args, **kwargs):
-                self._update(helper_loss)
             loss = self.engine(self.model, self.guide, *args, **kwargs)
         self.num_steps += 1
         metrics = {name: value.item() for name, value in loss.metrics.items()}
@@ -269,9 +272,8 @@ def fit(
         (else an existing file is refused, so no run is lost by mistake).
     :param validate_every_step: see :class:`Trainer`.
 
-    Each step first gives the engine's helpers the extra updates the engine
-    asks for (:meth:`~pplgen.engine.Engine.helper_losses`, e.g. avb's
-    ``discriminator_steps``), then updates every role with the engine's surrogate.
+    Each step updates every role with the engine's surrogate; whatever else
+    an engine needs (avb's discriminator updates) happens inside its forward.
     """
     model, guide = model_and_guide(model, guide)
     engine = resolve_engine(engine)

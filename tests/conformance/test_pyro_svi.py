@@ -53,11 +53,3 @@ def test_predictive_reads_a_pplgen_fit():
     (x,) = args
     assert samples["x"].shape == (7, *x.shape)
     assert samples["z"].shape[0] == 7
-
-
-def test_pyro_svi_refuses_an_engine_that_needs_helper_only_steps():
-    model, guide, args, kwargs = BY_NAME["vae_local_latents"].build()
-    engine = get("avb", discriminator=(8,), discriminator_steps=3)
-    svi = SVI(model, guide, Adam({"lr": 0.05}), loss=engine.differentiable_loss)
-    with pytest.raises(ValueError, match="avb takes 2 helper-only step.*pplgen.fit"):
-        svi.step(*args, **kwargs)

@@ -8,7 +8,6 @@ import argparse
 import pickle
 
 import pytest
-import torch
 
 from pplgen.cli import build_parser, main
 
