@@ -37,7 +37,6 @@ import time
 import every_engine
 import pyro
 import torch
-from pplgen.models import VAE
 
 import pplgen
 from pplgen.models import VAE
