@@ -58,7 +58,7 @@ def train(guide, engine, x_train, args):
     torch.manual_seed(args.seed)
     vae = VAE(latent_dim=args.latent, hidden=(200, 200), guide=guide)
     options = {"epochs": args.epochs, "batch_size": 100, "lr": args.lr, "seed": args.seed}
-    result = pplgen.fit(vae, engine, x_train, device="cpu", progress=False, **options)
+    result = pplgen.fit(vae, engine, x_train, accelerator="cpu", progress=False, **options)
     return vae, result
 
 

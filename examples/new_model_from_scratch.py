@@ -87,7 +87,7 @@ def train(name, options, loop, x_train, args):
             for batch in x_train[torch.randperm(len(x_train))].split(100):
                 svi.step(batch)
     else:
-        settings = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "device": "cpu", "progress": False}
+        settings = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "accelerator": "cpu", "progress": False}
         pplgen.fit(model, engine, x_train, guide=guide, **settings)
     return model, guide
 

@@ -62,7 +62,7 @@ def train_and_score(make_engine, x_train, x_test, args):
     torch.manual_seed(args.seed)
     vae = VAE(latent_dim=args.latent, hidden=(args.hidden,))
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    result = pplgen.fit(vae, make_engine(), x_train, device="cpu", progress=False, **options)
+    result = pplgen.fit(vae, make_engine(), x_train, accelerator="cpu", progress=False, **options)
     elbo = pplgen.evaluate.elbo(vae, x_test, num_samples=10).mean().item()
     log_likelihood = pplgen.evaluate.log_likelihood(vae, x_test, num_samples=args.eval_samples).mean().item()
     return result.metric("loss")[-1], elbo, log_likelihood

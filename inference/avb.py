@@ -113,10 +113,12 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.checks import UnsupportedModelError, check_has_latents, check_observes
+from pplgen.distributed import all_reduce_sum_
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
 from pplgen.particles import (
     PARTICLE_PLATE,
+    at_least_float32,
     common_scale,
     latent_features,
     observed_features,
@@ -128,6 +130,7 @@ from pplgen.stacked import stack_traces
 class AVB(ParticleEngine):
     name = "avb"
     metric_names = ("loss", "elbo", "discriminator_loss", "discriminator_accuracy")
+    mean_metrics = ("discriminator_accuracy",)
     reparameterized = True
     implicit_guides = True
     needs_common_scale = True
@@ -176,7 +179,7 @@ class AVB(ParticleEngine):
             prior_for_theta = _log_density(particles, observed=False, detach_values=True)
         inputs = _inputs(x, z)
         self.discriminator.initialize_parameters(inputs, 1)
-        fixed_t = functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1)
+        fixed_t = at_least_float32(functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1))
         elbo = (scale * (log_p - log_contrast - fixed_t)).sum() / particles.num_particles
         prior_for_theta = (scale * prior_for_theta).sum() / particles.num_particles
         estimator = elbo + prior_for_theta - prior_for_theta.detach()
@@ -209,7 +212,9 @@ class AVB(ParticleEngine):
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:  # a T without trainable weights (a fixed function) is left as it is
             # autograd.grad leaves every .grad as it was: the caller's optimizer never sees T's gradient.
-            self.optimizer(params, torch.autograd.grad(loss, params))
+            # Summed over ranks, the gradient is the whole batch's, so T steps alike on every rank.
+            grads = torch.autograd.grad(loss, params)
+            self.optimizer(params, [all_reduce_sum_(g) for g in grads])
         return loss.detach(), accuracy
 
     def _pairs(self, particles):
@@ -236,7 +241,7 @@ class AVB(ParticleEngine):
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""
         both = self.discriminator(_inputs(torch.cat([x, x]), torch.cat([z, contrast])), 1)  # one pass for both classes
-        from_guide, from_contrast = both.squeeze(-1).chunk(2)
+        from_guide, from_contrast = at_least_float32(both.squeeze(-1)).chunk(2)  # summed in float32 under mixed precision
         loss = (softplus(-from_guide) + softplus(from_contrast)).sum() / num_particles
         accuracy = 0.5 * ((from_guide > 0).float().mean() + (from_contrast < 0).float().mean())
         return loss, accuracy.detach()

@@ -45,6 +45,7 @@ ESTIMATORS = ("standard", "dreg")
 class IWAE(ParticleEngine):
     name = "iwae"
     metric_names = ("loss", "bound", "ess")
+    mean_metrics = ("ess",)
     reparameterized = True
     needs_common_scale = True
 

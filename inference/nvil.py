@@ -47,6 +47,7 @@ from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.checks import UnsupportedModelError, check_has_latents
 from pplgen.dependencies import downstream_sites
+from pplgen.distributed import all_reduce_sum_
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
 from pplgen.particles import observed_features, site_log_densities, site_log_prob
@@ -159,7 +160,8 @@ class NVIL(ParticleEngine):
 class RunningMoments(LazyModuleMixin, nn.Module):
     """Running mean and variance of each site's learning signal (buffers, one entry per site).
 
-    Updated by every call in training mode with momentum ``decay``; frozen in
+    Updated by every call in training mode with momentum ``decay`` from the
+    moments of the whole batch (over all ranks in a multi-process run); frozen in
     ``eval()`` mode. Returns the mean and max(1, std), shaped to broadcast
     against ``(sites, K, *factor_sizes)``.
     """
@@ -185,12 +187,15 @@ class RunningMoments(LazyModuleMixin, nn.Module):
                 f"nvil keeps signal statistics for {self.mean.shape[0]} guide sites but this guide has "
                 f"{residual.shape[0]}; use a fresh engine for a different program."
             )
+        shape = (-1, *[1] * (residual.dim() - 1))
         if self.training:
             with torch.no_grad():
                 dims = tuple(range(1, residual.dim()))
-                self.mean.lerp_(residual.mean(dims), 1 - self.decay)
-                self.var.lerp_(residual.var(dims, unbiased=False), 1 - self.decay)
-        shape = (-1, *[1] * (residual.dim() - 1))
+                count = all_reduce_sum_(residual.new_tensor(float(residual[0].numel())))
+                mean = all_reduce_sum_(residual.sum(dims)) / count
+                var = all_reduce_sum_((residual - mean.reshape(shape)).pow(2).sum(dims)) / count
+                self.mean.lerp_(mean, 1 - self.decay)
+                self.var.lerp_(var, 1 - self.decay)
         return self.mean.reshape(shape), self.var.sqrt().clamp(min=1.0).reshape(shape)
 
 

@@ -40,6 +40,7 @@ PHI_UPDATES = ("wake", "sleep", "both")
 class RWS(ParticleEngine):
     name = "rws"
     metric_names = ("loss", "bound", "ess")
+    mean_metrics = ("ess",)
     reparameterized = False
     needs_common_scale = True
 

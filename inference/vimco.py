@@ -37,6 +37,7 @@ from pplgen.particles import (
 class VIMCO(ParticleEngine):
     name = "vimco"
     metric_names = ("loss", "bound", "ess")
+    mean_metrics = ("ess",)
     reparameterized = False
     needs_common_scale = True
 

@@ -51,7 +51,7 @@ import pplgen
 from pplgen import data, inference, models
 from pplgen.checks import UnsupportedModelError
 from pplgen.reports import image_report, image_summary, posterior_report, topic_report
-from pplgen.training import NonFiniteLossError
+from pplgen.training import PRECISIONS, NonFiniteLossError
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
 DEFAULT_EPOCHS = 10
@@ -416,7 +416,7 @@ def _add_data_arguments(group):
 
 
 def _add_training_arguments(group):
-    """Training budget, optimizer, seed and device."""
+    """Training budget, optimizer, seed, devices and precision."""
     budget = group.add_mutually_exclusive_group()
     budget.add_argument(
         "--epochs", type=_positive_int, metavar="N", help=f"passes over the data (default: {DEFAULT_EPOCHS})"
@@ -427,7 +427,13 @@ def _add_training_arguments(group):
         "--lr", type=_adam_learning_rate, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel; 0.01 for lda)"
     )
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
-    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    group.add_argument("--accelerator", default="auto", help="cpu, cuda, gpu, mps or auto (a GPU when there is one)")
+    group.add_argument(
+        "--devices", type=_devices, default=1, metavar="N|I,J", help="how many devices (processes), or which: 0,2"
+    )
+    group.add_argument("--strategy", default="auto", help="Lightning Fabric strategy: auto, ddp, ddp_spawn, ...")
+    group.add_argument("--precision", choices=PRECISIONS, default="32-true", help="float precision (default 32-true)")
+    group.add_argument("--compile", action="store_true", help="compile the training step with torch.compile")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 
@@ -497,6 +503,16 @@ def _adam_learning_rate(text):
     if value > 1:
         raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 1] (Adam moves each weight by about lr a step), got {text!r}")
     return value
+
+
+def _devices(text):
+    """argparse type: a device count, or device indices separated by commas (a list)."""
+    if "," not in text:
+        return _positive_int(text)
+    try:
+        return [int(index) for index in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a device count or indices separated by commas, got {text!r}") from None
 
 
 def _layer_sizes(text):
@@ -570,7 +586,11 @@ def _fit_command(args):
         batch_size=args.batch_size,
         lr=_learning_rate(args, DEFAULT_LR),
         seed=args.seed,
-        device=args.device,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        precision=args.precision,
+        compile=args.compile,
         eval_every=args.eval_every,
         eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
         ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
@@ -664,7 +684,11 @@ def _refuse_image_options(args, also):
         "--binarize": args.binarize is not None,
         "--split-train": args.split_train != "train",
         "--split-test": args.split_test != "test",
-        "--device": args.device != "auto",
+        "--accelerator": args.accelerator != "auto",
+        "--devices": args.devices != 1,
+        "--strategy": args.strategy != "auto",
+        "--precision": args.precision != "32-true",
+        "--compile": args.compile,
         "--resume": args.resume,
         "--eval-every": args.eval_every != 1,
         "--eval-limit": args.eval_limit != 1000,

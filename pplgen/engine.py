@@ -76,6 +76,8 @@ class Engine(torch.nn.Module):
     #: The engine fits its own networks inside ``forward`` (avb's discriminator): they are no optimizer's
     #: "helper" role, and their rates are the engine's options.
     fits_own_helpers: ClassVar[bool] = False
+    #: Metrics that are averages over the batch (the others are batch totals): averaged, not summed, over ranks.
+    mean_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self):
         super().__init__()

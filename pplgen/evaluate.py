@@ -24,12 +24,16 @@ from pyro import poutine
 
 from pplgen.annealing import ais
 from pplgen.checks import check_explicit_guide, check_particles
+from pplgen.distributed import all_reduce_sum_, rank, world_size
 from pplgen.distributions import is_implicit
 from pplgen.particles import is_sample_site, log_weights, sample_particles
 from pplgen.probe import probe_pair
 from pplgen.programs import model_and_guide
 
-__all__ = ["ais", "elbo", "implicit_sites", "log_likelihood"]
+__all__ = ["ais", "elbo", "held_out_scores", "implicit_sites", "log_likelihood"]
+
+#: AIS settings of :func:`held_out_scores` for guides with implicit sites.
+DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
 
 
 @torch.no_grad()
@@ -126,3 +130,32 @@ class _Scorer:
             max_plate_nesting=self.max_plate_nesting,
             vectorized=self.vectorized,
         )
+
+
+def held_out_scores(model, guide, data, num_samples, ais_options=None):
+    """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
+
+    Importance sampling with ``num_samples`` particles; for a guide with
+    implicit sites, :func:`ais` with ``ais_options`` (default
+    :data:`DEFAULT_AIS_OPTIONS`) and no ELBO. In a multi-process run each rank
+    scores its shard of ``data`` and the means are of all of it.
+    """
+    implicit = implicit_sites(guide, data[:1])
+    mine = data.tensor_split(world_size())[rank()]
+    if implicit:
+        options = {**DEFAULT_AIS_OPTIONS, **(ais_options or {})}
+        (log_p,) = _data_means([ais(model, mine, **options)], len(data))
+        estimator = (
+            f"ais ({options['num_steps']} steps, {options['num_chains']} chains): guide site "
+            f"'{implicit[0]}' is implicit, with no density to importance-sample"
+        )
+        return {"log_likelihood": log_p, "elbo": None, "estimator": estimator}
+    scores = [log_likelihood(model, mine, guide=guide, num_samples=num_samples), elbo(model, mine, guide=guide)]
+    log_p, bound = _data_means(scores, len(data))
+    return {"log_likelihood": log_p, "elbo": bound, "estimator": f"importance sampling (K={num_samples})"}
+
+
+def _data_means(per_datum, size):
+    """Means over all ranks' data of per-datum scores (each rank holding those of its shard)."""
+    sums = torch.stack([scores.sum(dtype=torch.float64) for scores in per_datum])
+    return (all_reduce_sum_(sums) / size).tolist()

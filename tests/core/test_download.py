@@ -312,7 +312,7 @@ def test_cache_folder_is_the_environment_variable_else_the_user_cache(monkeypatc
 
 def test_cli_download_fetches_and_trains(published, server, cache, tmp_path):
     argv = ["fit", "vae", "--data", "binarized-mnist", "--download", "--split-test", "valid", "--steps", "1"]
-    argv += ["--batch-size", "2", "--eval-samples", "2", "--hidden", "8", "--latent", "2", "--device", "cpu"]
+    argv += ["--batch-size", "2", "--eval-samples", "2", "--hidden", "8", "--latent", "2", "--accelerator", "cpu"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([*argv, "--no-progress", "--out", str(tmp_path / "run")]) == 0
     assert server.requests == [

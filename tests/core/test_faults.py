@@ -12,7 +12,7 @@ import torch
 from test_fit import binary_data, small_vae
 
 from pplgen import NonFiniteLossError, fit
-from pplgen.training import CheckpointError
+from pplgen.checkpoints import CheckpointError
 
 
 class ExplodesOnSecondStep(torch.optim.SGD):
@@ -107,9 +107,12 @@ def test_data_of_the_wrong_kind_are_named(data, message):
         fit(small_vae(), "svi", data, epochs=1, progress=False)
 
 
-def test_a_bogus_device_is_named():
-    with pytest.raises(ValueError, match="device='bogus' is not a device"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, device="bogus", progress=False)
+@pytest.mark.parametrize(
+    "option, value", [("accelerator", "bogus"), ("devices", 0), ("strategy", "bogus"), ("precision", "8-true")]
+)
+def test_a_bogus_device_option_is_named(option, value):
+    with pytest.raises(ValueError, match=f"{option}={value!r}"):
+        fit(small_vae(), "svi", binary_data(), epochs=1, progress=False, **{option: value})
 
 
 def test_a_model_that_observes_nothing_is_refused_when_given_data():

