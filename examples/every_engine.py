@@ -9,7 +9,7 @@ import pplgen
 def parser(description, smoke):
     """An argument parser with ``--engine``, ``--seed`` and ``--smoke`` (which applies ``smoke``)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--engine", choices=sorted(pplgen.inference.ENGINES), help="one engine (default: every engine)")
+    parser.add_argument("--engine", choices=sorted(pplgen.inference.guided_engines()), help="one engine (default: every engine that trains a guide)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help=f"a tiny run: {smoke}")
     return parser
@@ -26,7 +26,7 @@ def run(args, train):
     """``train(engine name) -> (loss, summary)`` for the chosen engine or each registered one, printing
     each summary or refusal; returns ``{engine: loss, or its UnsupportedModelError}``."""
     results = {}
-    for name in [args.engine] if args.engine else list(pplgen.inference.ENGINES):
+    for name in [args.engine] if args.engine else pplgen.inference.guided_engines():
         start = time.perf_counter()
         try:
             loss, summary = train(name)

@@ -6,6 +6,7 @@ to the README's engine table.
 """
 
 from pplgen.inference.avb import AVB
+from pplgen.inference.gan import GAN
 from pplgen.inference.iwae import IWAE
 from pplgen.inference.nvil import NVIL
 from pplgen.inference.rws import RWS
@@ -21,6 +22,7 @@ ENGINES = {
     "nvil": NVIL,
     "vimco": VIMCO,
     "avb": AVB,
+    "gan": GAN,
 }
 
 
@@ -31,9 +33,14 @@ def get(name, **options):
     return ENGINES[name](**options)
 
 
+def guided_engines():
+    """Names of the registered engines that train a model/guide pair (all but guide-free ones such as gan)."""
+    return [name for name, engine in ENGINES.items() if engine.needs_guide]
+
+
 def score_function_engines():
     """Names of the registered engines that train guides without ``rsample``."""
-    return [name for name, engine in ENGINES.items() if not engine.reparameterized]
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.reparameterized]
 
 
-__all__ = ["AVB", "ENGINES", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "score_function_engines"]
+__all__ = ["AVB", "ENGINES", "GAN", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "guided_engines", "score_function_engines"]

@@ -106,16 +106,13 @@ import math
 import pyro
 import torch
 from pyro import poutine
-from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import softplus
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.checks import UnsupportedModelError, check_has_latents, check_observes
 from pplgen.distributed import all_reduce_sum_
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.nn import LazyMLP
+from pplgen.nn import HelperAdam, LazyMLP
 from pplgen.particles import (
     PARTICLE_PLATE,
     at_least_float32,
@@ -158,7 +155,7 @@ class AVB(ParticleEngine):
                 f"adaptive_contrast needs num_particles >= 2 to estimate each datum's moments, got {num_particles}"
             )
         self.discriminator = LazyMLP(discriminator, "relu", owner="avb's discriminator")
-        self.optimizer = _Adam(float(discriminator_lr))
+        self.optimizer = HelperAdam(float(discriminator_lr))
         self.discriminator_steps = discriminator_steps
         self.adaptive_contrast = bool(adaptive_contrast)
 
@@ -307,39 +304,3 @@ def _log_density(particles, *, observed, detach_values=False):
             site = {**site, "value": site["value"].detach()}
         total = total + particles.reduce(site_log_prob(site))
     return total
-
-
-class _Adam(LazyModuleMixin, nn.Module):
-    """Adam (Kingma & Ba 2015) with β = (0.5, 0.999), as GAN discriminators are trained (Radford et al.
-    2016); its moments are flat buffers sized on the first update, so ``state_dict`` and ``.to()`` carry them."""
-
-    betas = (0.5, 0.999)
-    eps = 1e-8
-
-    def __init__(self, lr):
-        super().__init__()
-        self.lr = lr
-        self.register_buffer("exp_avg", UninitializedBuffer())
-        self.register_buffer("exp_avg_sq", UninitializedBuffer())
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    def initialize_parameters(self, params, grads=None):
-        if not self.has_uninitialized_params():
-            return
-        size = sum(p.numel() for p in params)
-        for buffer in (self.exp_avg, self.exp_avg_sq):
-            buffer.materialize((size,), device=params[0].device, dtype=params[0].dtype)
-            buffer.zero_()
-
-    @torch.no_grad()
-    def forward(self, params, grads):
-        """One update of ``params`` along their ``grads``."""
-        beta1, beta2 = self.betas
-        grad = torch.cat([g.reshape(-1) for g in grads])
-        self.updates += 1
-        t = self.updates.to(grad.dtype)
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = (self.exp_avg / (1 - beta1**t)) / ((self.exp_avg_sq / (1 - beta2**t)).sqrt() + self.eps)
-        for p, s in zip(params, step.split([p.numel() for p in params])):
-            p.sub_(self.lr * s.view_as(p))

@@ -76,6 +76,7 @@ ENGINE_OPTIONS = {
     "--discriminator": "discriminator",
     "--discriminator-steps": "discriminator_steps",
     "--discriminator-lr": "discriminator_lr",
+    "--gradient-penalty": "gradient_penalty",
     "--adaptive-contrast": "adaptive_contrast",
 }
 #: Command-line option -> model constructor argument (also its argparse ``dest``).
@@ -115,6 +116,10 @@ def _vae(data_dim, **options):
     return models.VAE(data_dim=data_dim, **options)
 
 
+def _decoder(data_dim, **options):
+    return models.VAE(data_dim=data_dim, likelihood="gaussian", **options)
+
+
 def _sbn(data_dim, **options):
     return models.SigmoidBeliefNet(observed=data_dim, **options)
 
@@ -130,6 +135,13 @@ MODELS = {
         description="variational autoencoder, Gaussian z, Bernoulli pixels",
         engine="svi",
         options={"latent_dim": 20, "hidden": (400,), "guide": "gaussian"},
+    ),
+    "gan": ModelFamily(
+        _decoder,
+        binary=False,
+        description="decoder x ~ N(G(z), σ²) on grey levels, trained adversarially (a VAE with --engine svi)",
+        engine="gan",
+        options={"latent_dim": 20, "hidden": (400,)},
     ),
     "sbn": ModelFamily(
         _sbn,
@@ -341,14 +353,20 @@ def _add_engine_arguments(group):
         "--discriminator",
         type=_layer_sizes,
         metavar="SIZES",
-        help="hidden layer sizes of the discriminator T(x, z) (avb; default 256,256)",
+        help="hidden layer sizes of the discriminator, T(x, z) of avb or D(x) of gan (default 256,256)",
     )
-    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb; default 3)")
+    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb: default 3; gan: default 1)")
     option(
         "--discriminator-lr",
         type=_adam_learning_rate,
         metavar="LR",
-        help="learning rate of the discriminator's own Adam (avb; default 3e-3)",
+        help="learning rate of the discriminator's own Adam (avb: default 3e-3; gan: default 2e-4)",
+    )
+    option(
+        "--gradient-penalty",
+        type=_non_negative_float,
+        metavar="GAMMA",
+        help="R1 penalty weight on real data (gan; default 0)",
     )
     option("--adaptive-contrast", action="store_true", help="contrast q with a Gaussian of its own moments (avb; K >= 2)")
 
@@ -493,6 +511,17 @@ def _positive_float(text):
         value = 0.0
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    """argparse type: a finite number of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 

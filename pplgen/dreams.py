@@ -15,6 +15,7 @@ impossible, engines take ``data_arguments={"x": 0}`` (a position) or
 ``{"x": "images"}`` (a keyword).
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,23 +33,25 @@ from pplgen.particles import (
 
 @dataclass
 class Dream:
-    """A model trace drawn with observations removed (values detached) and the
-    arguments the guide receives in its place."""
+    """A model trace drawn with observations removed and the arguments the
+    guide receives in its place; ``data_arguments`` says which argument
+    (position or keyword) holds each observed site's dream."""
 
     trace: poutine.Trace
     args: tuple
     kwargs: dict
+    data_arguments: dict
 
 
-def dream(model, args, kwargs, *, data_arguments=None):
-    """Draw (z̃, x̃) from the model; put x̃ where the real data were."""
-    with DetachLatents():
+def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False):
+    """Draw (z̃, x̃) from the model; put x̃ where the real data were.
+
+    By default the dream's values are detached (the sleep phase trains the guide on them). With
+    ``reparameterized=True`` they keep their graph: sites with ``rsample`` are drawn by it, so x̃ is a
+    differentiable function of the model's parameters (the ``gan`` engine's generator)."""
+    with nullcontext() if reparameterized else DetachLatents():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
-    observed = {
-        name: site
-        for name, site in trace.nodes.items()
-        if is_sample_site(site) and site["infer"].get("was_observed") and is_observation({**site, "is_observed": True})
-    }
+    observed = observed_sites(trace)
     if not observed:
         raise UnsupportedModelError("the model observes no site (no obs=), so there is nothing to dream")
     mapping = dict(data_arguments) if data_arguments is not None else find_data_arguments(observed, args, kwargs)
@@ -60,6 +63,12 @@ def dream(model, args, kwargs, *, data_arguments=None):
                 f"observed sites: {sorted(observed)}"
             )
         site = observed[name]
+        if site["value"].shape != site["infer"]["obs"].shape:
+            raise UnsupportedModelError(
+                f"site '{name}': the model dreams data of shape {tuple(site['value'].shape)} but observes data of "
+                f"shape {tuple(site['infer']['obs'].shape)}; a dream must take the data's place row for row, so "
+                "size the model's plates by the data."
+            )
         argument = _argument(args, kwargs, key, name)
         if argument.numel() != site["value"].numel():
             raise UnsupportedModelError(
@@ -72,7 +81,16 @@ def dream(model, args, kwargs, *, data_arguments=None):
             args[key] = dreamed
         else:
             kwargs[key] = dreamed
-    return Dream(trace, tuple(args), kwargs)
+    return Dream(trace, tuple(args), kwargs, mapping)
+
+
+def observed_sites(trace):
+    """``{name: site}`` of the sites a dream drew in place of observations."""
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if is_sample_site(site) and site["infer"].get("was_observed") and is_observation({**site, "is_observed": True})
+    }
 
 
 def sleep_log_density(guide, dreamed):

@@ -76,6 +76,8 @@ class Engine(torch.nn.Module):
     #: The engine fits its own networks inside ``forward`` (avb's discriminator): they are no optimizer's
     #: "helper" role, and their rates are the engine's options.
     fits_own_helpers: ClassVar[bool] = False
+    #: The engine trains a guide; a guide-free engine (gan) trains the model alone and gets :func:`no_guide`.
+    needs_guide: ClassVar[bool] = True
     #: Metrics that are averages over the batch (the others are batch totals): averaged, not summed, over ranks.
     mean_metrics: ClassVar[tuple[str, ...]] = ()
 

@@ -28,7 +28,7 @@ from pplgen.distributed import all_reduce_sum_, rank, world_size
 from pplgen.distributions import is_implicit
 from pplgen.particles import is_sample_site, log_weights, sample_particles
 from pplgen.probe import probe_pair
-from pplgen.programs import model_and_guide
+from pplgen.programs import model_and_guide, no_guide
 
 __all__ = ["ais", "elbo", "held_out_scores", "implicit_sites", "log_likelihood"]
 
@@ -136,19 +136,18 @@ def held_out_scores(model, guide, data, num_samples, ais_options=None):
     """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
 
     Importance sampling with ``num_samples`` particles; for a guide with
-    implicit sites, :func:`ais` with ``ais_options`` (default
+    implicit sites or none (:func:`pplgen.programs.no_guide`, the models
+    ``gan`` trains), :func:`ais` with ``ais_options`` (default
     :data:`DEFAULT_AIS_OPTIONS`) and no ELBO. In a multi-process run each rank
     scores its shard of ``data`` and the means are of all of it.
     """
-    implicit = implicit_sites(guide, data[:1])
+    implicit = [] if guide is no_guide else implicit_sites(guide, data[:1])
     mine = data.tensor_split(world_size())[rank()]
-    if implicit:
+    if guide is no_guide or implicit:
         options = {**DEFAULT_AIS_OPTIONS, **(ais_options or {})}
         (log_p,) = _data_means([ais(model, mine, **options)], len(data))
-        estimator = (
-            f"ais ({options['num_steps']} steps, {options['num_chains']} chains): guide site "
-            f"'{implicit[0]}' is implicit, with no density to importance-sample"
-        )
+        reason = "no guide" if guide is no_guide else f"guide site '{implicit[0]}' is implicit, with no density"
+        estimator = f"ais ({options['num_steps']} steps, {options['num_chains']} chains): {reason} to importance-sample"
         return {"log_likelihood": log_p, "elbo": None, "estimator": estimator}
     scores = [log_likelihood(model, mine, guide=guide, num_samples=num_samples), elbo(model, mine, guide=guide)]
     log_p, bound = _data_means(scores, len(data))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
 
@@ -71,3 +71,44 @@ class LazyMLP(LazyModuleMixin, nn.Module):
             if i < len(self.hidden):
                 h = self.activation(h)
         return h
+
+
+class HelperAdam(LazyModuleMixin, nn.Module):
+    """The optimizer of a network an engine fits itself inside its forward (avb's and gan's discriminators).
+
+    Adam (Kingma & Ba 2015) with β = (0.5, 0.999), as GAN discriminators are
+    trained (Radford et al. 2016). Its moments are flat buffers sized on the
+    first update, so ``state_dict`` and ``.to()`` carry them with the engine,
+    and a checkpoint resumes it exactly.
+    """
+
+    betas = (0.5, 0.999)
+    eps = 1e-8
+
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+        self.register_buffer("exp_avg", UninitializedBuffer())
+        self.register_buffer("exp_avg_sq", UninitializedBuffer())
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def initialize_parameters(self, params, grads=None):
+        if not self.has_uninitialized_params():
+            return
+        size = sum(p.numel() for p in params)
+        for buffer in (self.exp_avg, self.exp_avg_sq):
+            buffer.materialize((size,), device=params[0].device, dtype=params[0].dtype)
+            buffer.zero_()
+
+    @torch.no_grad()
+    def forward(self, params, grads):
+        """One update of ``params`` along their ``grads``."""
+        beta1, beta2 = self.betas
+        grad = torch.cat([g.reshape(-1) for g in grads])
+        self.updates += 1
+        t = self.updates.to(grad.dtype)
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = (self.exp_avg / (1 - beta1**t)) / ((self.exp_avg_sq / (1 - beta2**t)).sqrt() + self.eps)
+        for p, s in zip(params, step.split([p.numel() for p in params])):
+            p.sub_(self.lr * s.view_as(p))

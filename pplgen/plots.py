@@ -35,6 +35,8 @@ def plot_losses(history, evaluations, path, *, title="training"):
     :param evaluations: ``FitResult.evaluations``: dicts with ``step`` and
         ``log_likelihood`` (mean per datum); may be empty.
     :param path: where to write the PNG.
+
+    A discriminator's loss in the history (``gan``, ``avb``) is drawn too.
     """
     steps = [row["step"] for row in history]
     losses = [row["loss"] / row["batch_size"] for row in history]
@@ -43,13 +45,16 @@ def plot_losses(history, evaluations, path, *, title="training"):
     axes = figure.subplots()
     axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="training loss per datum")
     axes.plot(steps, _smooth(losses, window), color="tab:blue", linewidth=1.8, label=f"moving average ({window} steps)")
+    if history and "discriminator_loss" in history[0]:
+        critic = [row["discriminator_loss"] / row["batch_size"] for row in history]
+        axes.plot(steps, _smooth(critic, window), color="tab:green", linewidth=1.8, label="discriminator loss per datum")
     if evaluations:
         axes.plot(
             [row["step"] for row in evaluations],
             [-row["log_likelihood"] for row in evaluations],
             "o-",
             color="tab:orange",
-            label="held-out −log p(x), importance sampled",
+            label="held-out −log p(x)",
         )
     if losses and min(losses) > 0:
         _log_scale(axes)

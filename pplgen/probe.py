@@ -116,11 +116,14 @@ def dtype_hint(error, args, kwargs):
     )
 
 
-def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
+def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None, check=True):
     """Run the pair once and check it (see the module docs); returns a :class:`Probe`.
 
     Raises ``ValueError`` when the programs fail together or the pair is
-    malformed (pplgen's checks and Pyro's, with the site's name).
+    malformed (pplgen's checks and Pyro's, with the site's name). Engines
+    that train a model without its guide (gan) probe it with
+    :func:`pplgen.programs.no_guide` and ``check=False``: every latent is
+    then the model's own draw.
     """
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     cut = DetachLatents(requires_grad=True)
@@ -144,6 +147,7 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None):
     particles = Particles(guide_trace, model_trace, 1, -nesting - 1, shared_plate_dims(guide_trace, model_trace))
     store_params = {name: site["value"].unconstrained() for name, site in params.trace.nodes.items()}
     probe = Probe(particles, dict(cut.pathwise), store_params, nesting)
-    check_pair(probe)
+    if check:
+        check_pair(probe)
     return probe
 

@@ -4,8 +4,18 @@
 import torch
 
 
-def model_and_guide(model, guide=None):
-    """The two programs of a pair."""
+def no_guide(*args, **kwargs):
+    """The guide of a model trained without one (the ``gan`` engine): it draws nothing."""
+
+
+def model_and_guide(model, guide=None, *, needs_guide=True):
+    """The two programs of a pair; :func:`no_guide` for engines that train the model alone
+    (``needs_guide=False``), whatever guide was given."""
+    if not needs_guide:
+        program = model.model if callable(getattr(model, "model", None)) else model
+        if not callable(program):
+            raise TypeError(f"the model must be a callable Pyro program, got {type(model).__name__}")
+        return program, no_guide
     if guide is None:
         if callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None)):
             return model.model, model.guide

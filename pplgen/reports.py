@@ -38,7 +38,7 @@ def image_report(model, engine, x_train, x_test, out, *, config, label, test_sam
     """Fit an image model (:mod:`pplgen.models`: ``VAE``, ``SigmoidBeliefNet``, ...) on ``x_train`` and write the
     run folder ``out``: ``checkpoint.pt`` (every epoch), then ``metrics.json`` (``config`` with what the run
     resolved, the losses per epoch, the evaluations and the test scores by ``test_samples`` importance samples,
-    or by AIS with ``test_ais_options`` for an implicit guide), ``loss.png``, ``samples.png`` and
+    or by AIS with ``test_ais_options`` for an implicit guide or none), ``loss.png``, ``samples.png`` and
     ``reconstructions.png``, titled after ``label``. ``fit_options`` go to :func:`pplgen.fit`, which
     evaluates on ``x_test`` during training. Returns the content of ``metrics.json``.
 
@@ -53,16 +53,16 @@ def image_report(model, engine, x_train, x_test, out, *, config, label, test_sam
     x_test = x_test.to(device)
     where = str(device) if world_size() == 1 else f"{world_size()} processes on {device.type}"
     config = {**config, "engine_options": result.engine.options(), "device": where, "out": str(out)}
-    record = _record(config, result, _test_scores(model, x_test, test_samples, test_ais_options), wall_time)
+    record = _record(config, result, _test_scores(model, result.guide, x_test, test_samples, test_ais_options), wall_time)
     if rank() == 0:
         _write_figures(out, model, result, x_test, label)
         write_json(out / "metrics.json", record)
     return record
 
 
-def _test_scores(model, x_test, num_samples, ais_options):
+def _test_scores(model, guide, x_test, num_samples, ais_options):
     """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was estimated."""
-    scores = held_out_scores(model.model, model.guide, x_test, num_samples, ais_options)
+    scores = held_out_scores(model.model, guide, x_test, num_samples, ais_options)
     return {**scores, "num_samples": num_samples, "num_images": len(x_test)}
 
 
@@ -100,10 +100,13 @@ def _epoch_losses(history):
 
 
 def _write_figures(out, model, result, x_test, label):
-    """``loss.png``, ``samples.png`` and ``reconstructions.png`` in ``out``, titled after ``label``."""
+    """``loss.png``, ``samples.png`` and (for engines that train the guide) ``reconstructions.png`` in ``out``,
+    titled after ``label``."""
     out.mkdir(parents=True, exist_ok=True)
     plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=label)
     plots.image_grid(model.sample(64), out / "samples.png", rows=8, title=f"{label}\nsamples (mean images)")
+    if not result.engine.needs_guide:  # the guide was not trained: no reconstructions to show
+        return
     columns = min(8, len(x_test))
     originals = x_test[: (min(32, len(x_test)) // columns) * columns]
     pairs = _rows_above(originals, model.reconstruct(originals), columns)
@@ -135,7 +138,8 @@ def image_summary(record):
             f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
             f"  test log-likelihood {test['log_likelihood']:.2f} nats "
             f"({test['num_images']} images of {config['data']}/{config['split_test']}, by {test['estimator']})",
-            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else "  test ELBO           none (implicit guide)",
+            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else
+            f"  test ELBO           none ({'no guide' if 'no guide' in test['estimator'] else 'implicit guide'})",
             f"  run folder: {config['out']}",
         ]
     )

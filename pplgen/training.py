@@ -331,7 +331,8 @@ def fit(
     """Train a model/guide pair with an engine.
 
     :param model: a Pyro model, or an object with ``.model`` and ``.guide``
-        (every family in :mod:`pplgen.models`).
+        (every family in :mod:`pplgen.models`). An engine that trains the model
+        alone (``gan``) needs no guide and runs none.
     :param engine: an :class:`~pplgen.engine.Engine` or a registry name
         (``"svi"``, ``"iwae"``, ...; see :mod:`pplgen.inference`).
     :param data: a tensor ``(N, ...)``, a ``Dataset`` or a ``DataLoader``.
@@ -372,8 +373,8 @@ def fit(
     Each step updates every role with the engine's surrogate; whatever else
     an engine needs (avb's discriminator updates) happens inside its forward.
     """
-    model, guide = model_and_guide(model, guide)
     engine = resolve_engine(engine)
+    model, guide = model_and_guide(model, guide, needs_guide=engine.needs_guide)
     _check_duration(epochs, steps)
     _check_checkpoint(checkpoint, resume, overwrite)
     fabric = _launch(accelerator, devices, strategy, precision)  # the Trainer applies the precision

@@ -103,3 +103,12 @@ def hierarchical_guide_pair():
             pyro.sample("z2", dist.Normal(weight * z1, 1.0))
 
     return model, guide, torch.randn(4)
+
+
+@pytest.fixture
+def one_thread():
+    """Pins torch to one thread for a training test whose figures were measured so (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

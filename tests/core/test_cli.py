@@ -264,7 +264,7 @@ def test_missing_command_is_a_usage_error(capsys):
     [
         (["--help"], ["fit", "COMMAND"]),
         (["fit", "--help"], ["--engine", "--particles", "--eval-samples", "vae", "sbn", "helmholtz", "--layers"]),
-        (["fit", "--help"], ["--phi", "--baseline", "--no-normalize", "default: svi for vae, vimco for sbn"]),
+        (["fit", "--help"], ["--phi", "--baseline", "--no-normalize", "default: svi for vae, gan for gan, vimco for sbn"]),
     ],
 )
 def test_help(argv, expected, capsys):
@@ -349,3 +349,22 @@ def test_options_a_family_would_ignore_are_refused(command, message, tmp_path, c
     status, _ = run([*command, "--out", str(tmp_path)])
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+def test_fit_gan_trains_the_gaussian_decoder_adversarially_and_scores_it_by_ais(tmp_path):
+    out = tmp_path / "gan"
+    argv = ["fit", "gan", *TINY, "--ais-steps", "5", "--ais-chains", "2", "--gradient-penalty", "1", "--out", str(out)]
+    status, stdout = run(argv)
+    assert status == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["config"]["engine"] == "gan" and record["config"]["binarize"] is None
+    assert record["test"]["estimator"].startswith("ais") and "no guide" in record["test"]["estimator"]
+    assert "none (no guide)" in stdout
+    assert (out / "samples.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert not (out / "reconstructions.png").exists()
+
+
+def test_the_gan_decoder_also_trains_as_a_vae(tmp_path):
+    status, _ = run(["fit", "gan", "--engine", "svi", *TINY, "--out", str(tmp_path / "vae")])
+    assert status == 0
+    assert (tmp_path / "vae" / "reconstructions.png").exists()

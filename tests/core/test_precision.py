@@ -12,20 +12,24 @@ from pplgen.particles import site_log_prob
 CONTINUOUS = {"svi", "iwae", "avb"}
 
 
-def small_pair(name):
+def small_case(name):
+    """A small model each engine trains, its engine and a batch: a VAE for the reparameterized engines, its
+    Gaussian-likelihood decoder on grey levels for gan, a sigmoid belief net for the others."""
     torch.manual_seed(0)
+    x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
+    engine = get(name, **({"num_particles": 3} if name in {"iwae", "rws", "vimco"} else {}))
+    if name == "gan":
+        return VAE(data_dim=12, latent_dim=2, hidden=(8,), likelihood="gaussian"), engine, x
     if name in CONTINUOUS:
-        return VAE(data_dim=12, latent_dim=2, hidden=(8,))
-    return SigmoidBeliefNet(layers=(4,), observed=12)
+        return VAE(data_dim=12, latent_dim=2, hidden=(8,)), engine, x.bernoulli()
+    return SigmoidBeliefNet(layers=(4,), observed=12), engine, x.bernoulli()
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_every_engine_sums_its_terms_in_float32_under_bf16_autocast(name):
     """Under ``torch.autocast(bfloat16)`` the networks compute in bf16, yet the surrogate and every metric are
     float32: log-densities, log-weights, log-sum-exp and leave-one-out terms are never summed in bf16."""
-    pair = small_pair(name)
-    engine = get(name, **({"num_particles": 3} if name in {"iwae", "rws", "vimco"} else {}))
-    x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0)).bernoulli()
+    pair, engine, x = small_case(name)
     engine.check(pair.model, pair.guide, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = engine(pair.model, pair.guide, x)

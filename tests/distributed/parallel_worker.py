@@ -38,6 +38,7 @@ ENGINES = {
     "rws": ({"num_particles": 3}, "sbn"),
     "nvil": ({"baseline": (4,)}, "sbn"),
     "vimco": ({"num_particles": 3}, "sbn"),
+    "gan": ({"discriminator": (8,)}, "decoder"),
 }
 
 
@@ -98,8 +99,8 @@ def binary_data():
 
 def family(kind):
     torch.manual_seed(0)
-    if kind == "vae":
-        return VAE(data_dim=8, latent_dim=2, hidden=(4,))
+    if kind in ("vae", "decoder"):
+        return VAE(data_dim=8, latent_dim=2, hidden=(4,), likelihood="gaussian" if kind == "decoder" else "bernoulli")
     return SigmoidBeliefNet(layers=(3,), observed=8)
 
 
@@ -169,7 +170,8 @@ def evaluation_scenario(devices):
     result = pplgen.fit(ExactPosterior(), "svi", x, steps=1, batch_size=10, valid_data=held_out, eval_samples=16,
                         optimizer=torch.optim.SGD, lr=1e-9, **options(devices))
     exact = torch.distributions.Normal(0.0, math.sqrt(2.0)).log_prob(held_out).sum(-1).mean().item()
-    return {"evaluation": result.evaluations[-1]["log_likelihood"], "exact": exact}
+    draw = torch.randn(4)  # the RNG as the fit left it: seeded apart per rank
+    return {"evaluation": result.evaluations[-1]["log_likelihood"], "exact": exact, "draw_after_fit": draw}
 
 
 def refusal_scenario(devices):
@@ -201,6 +203,7 @@ def main():
         else:
             results[scenario] = globals()[f"{scenario}_scenario"](args.devices)
     results["world_size"] = world_size()
+    results["threads"] = torch.get_num_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(results, args.out / f"rank{rank()}.pt")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
-ENGINES = ["svi", "iwae", "avb", "wake_sleep", "rws", "nvil", "vimco"]
+ENGINES = ["svi", "iwae", "avb", "wake_sleep", "rws", "nvil", "vimco", "gan"]
 
 
 def run(command, out):
@@ -41,9 +41,16 @@ def runs(tmp_path_factory):
     }
 
 
-def test_two_processes_ran(runs):
+def test_two_processes_ran_each_on_its_share_of_the_cores(runs):
     assert runs["one"]["world_size"] == 1
     assert [r["world_size"] for r in runs["two"] + runs["torchrun"]] == [2, 2, 2, 2]
+    assert [r["threads"] for r in runs["two"]] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+
+
+def test_ranks_draw_different_particles(runs):
+    """Each rank's RNG is seeded apart (rank 0 keeps the seed, so a one-process run is rank 0's)."""
+    rank0, rank1 = runs["two"]
+    assert not torch.equal(rank0["evaluation"]["draw_after_fit"], rank1["evaluation"]["draw_after_fit"])
 
 
 @pytest.mark.parametrize("launcher", ["two", "torchrun"])
@@ -74,8 +81,8 @@ def test_mean_update_equals_one_process(runs, name):
 
 @pytest.mark.parametrize("name", ENGINES)
 def test_every_rank_holds_the_same_parameters_and_helper_statistics(runs, name):
-    """Parameters and buffers of model, guide and engine (nvil's moments and baseline, avb's discriminator and
-    its Adam moments) after the steps are identical on both ranks."""
+    """Parameters and buffers of model, guide and engine (nvil's moments and baseline, avb's and gan's
+    discriminators and their Adam moments) after the steps are identical on both ranks."""
     rank0, rank1 = (r["mean_update"][name]["state"] for r in runs["two"])
     assert torch.equal(rank0, rank1)
 

@@ -35,7 +35,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("engine", list(pplgen.inference.ENGINES))
+@pytest.mark.parametrize("engine", pplgen.inference.guided_engines())
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_smoke_run(script, engine, one_thread):
     result = load_example(script).main(["--smoke", "--engine", engine])[engine]

@@ -18,7 +18,7 @@ from torch import nn
 import pplgen
 from pplgen import UnsupportedModelError
 from pplgen.distributions import Implicit, ImplicitDensityError
-from pplgen.inference import ENGINES, get
+from pplgen.inference import get, guided_engines
 from pplgen.models import VAE, EightSchools
 from pplgen.nn import mlp
 from pplgen.particles import latent_features
@@ -137,14 +137,6 @@ def posterior_errors(module, num_draws=4000):
             mean_error = max(mean_error, (z.mean(0) - GAIN @ x).abs().max().item())
             scale_error = max(scale_error, ((z @ axes).std(0) / variances.sqrt() - 1).abs().max().item())
     return mean_error, scale_error
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_avb_defaults_recover_a_strongly_correlated_posterior_in_a_plain_torch_loop(one_thread):
@@ -304,7 +296,7 @@ def test_model_and_guide_get_the_gradient_of_the_estimated_elbo_alone():
             assert torch.allclose(step, expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(set(ENGINES) - {"avb"}))
+@pytest.mark.parametrize("name", sorted(set(guided_engines()) - {"avb"}))
 def test_engines_that_need_log_q_refuse_implicit_guides_and_point_to_avb(name):
     vae, x = implicit_vae()
     options = {"num_particles": 2} if name == "vimco" else {}

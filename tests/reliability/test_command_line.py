@@ -34,7 +34,7 @@ def numeric_options():
         (action.option_strings[0], action.type)
         for action in fit._actions
         if action.option_strings and action.type is not None and action.type not in (str,)
-        and getattr(action.type, "__name__", "") in ("int", "float", "_positive_int", "_positive_float", "_adam_learning_rate", "_devices")
+        and getattr(action.type, "__name__", "") in ("int", "float", "_positive_int", "_positive_float", "_adam_learning_rate", "_devices", "_non_negative_float")
     ]
 
 
