@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN = $(VENV)/bin
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test test-slow test-gpu benchmark
+.PHONY: setup demo test test-slow test-gpu gpu-benchmark benchmark
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ test-slow: setup
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu
+
+gpu-benchmark: setup
+	bash benchmarks/gpu.sh
 
 benchmark: setup
 	$(BIN)/python benchmarks/vae_step.py

@@ -25,9 +25,9 @@ under ``torch.no_grad()`` a call changes nothing.
 
 No guide is needed: ``pplgen.fit(model, "gan", x)`` trains a model with
 ``guide=None`` (a model family's guide, if any, is not run), and its held-out
-log-likelihood is estimated by AIS. Observed sites must be reparameterizable
-(``rsample``): x ~ N(G(z), σ²) is, Bernoulli data are not, and are refused
-by name (there is no documented relaxation here: model the grey levels with
+log-likelihood is estimated by AIS. Observed and latent sites must be
+reparameterizable (``rsample``): x ~ N(G(z), σ²) is, Bernoulli data or a
+discrete mixture component are not, and are refused by name (there is no documented relaxation here: model the grey levels with
 ``VAE(likelihood="gaussian")``).
 
 The discriminator sees each datum's observed arguments, flattened and
@@ -119,7 +119,8 @@ class GAN(Engine):
         else:
             with torch.no_grad():
                 discriminator_loss, statistics = self._discriminator_loss(real, fake)
-        fixed = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        # Copies: a second call before backward (gradient accumulation) updates d in place.
+        fixed = {name: p.detach().clone() for name, p in self.discriminator.named_parameters()}
         generator_loss = softplus(-self._logits(fake, fixed)).sum()
         metrics = {"loss": generator_loss.detach(), "discriminator_loss": discriminator_loss.detach(), **statistics}
         return Loss(generator_loss, metrics)
@@ -189,6 +190,14 @@ class GAN(Engine):
                 "gan dreams the model's observations and tells them from the data, but the model observes no site "
                 "(no obs=); observe the data with pyro.sample(..., obs=...)."
             )
+        for site in probe.sites(probe.model_trace, observed=False):
+            if not site["fn"].has_rsample:
+                raise UnsupportedModelError(
+                    f"latent site '{site['name']}' is a {distribution_name(site['fn'])} without rsample: gan "
+                    "differentiates the dreamed data through every draw of the model, and no gradient passes "
+                    "this one (the parameters before it would never move). Reparameterize the site, or train this "
+                    "model with a likelihood-based engine."
+                )
         for site in observed:
             if not site["fn"].has_rsample:
                 raise UnsupportedModelError(

@@ -26,11 +26,12 @@ class CheckpointError(ValueError):
 
 
 def rng_state():
-    """This process's torch, CUDA, Python and NumPy random states, as tensors and plain values."""
+    """This process's torch, CUDA (its current device's), Python and NumPy random states, as tensors and
+    plain values."""
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],  # this process's device
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "position": int(np_state[2])},
     }
@@ -40,7 +41,7 @@ def set_rng_state(state):
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
     random.setstate(state["python"])
     np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["position"]))
 

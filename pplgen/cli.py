@@ -50,6 +50,7 @@ import pyro
 import pplgen
 from pplgen import data, inference, models
 from pplgen.checks import UnsupportedModelError
+from pplgen.distributed import rank
 from pplgen.reports import image_report, image_summary, posterior_report, topic_report
 from pplgen.training import PRECISIONS, NonFiniteLossError
 
@@ -449,7 +450,7 @@ def _add_training_arguments(group):
     group.add_argument(
         "--devices", type=_devices, default=1, metavar="N|I,J", help="how many devices (processes), or which: 0,2"
     )
-    group.add_argument("--strategy", default="auto", help="Lightning Fabric strategy: auto, ddp, ddp_spawn, ...")
+    group.add_argument("--strategy", default="auto", help="Lightning Fabric strategy: auto or ddp (the command runs once per device)")
     group.add_argument("--precision", choices=PRECISIONS, default="32-true", help="float precision (default 32-true)")
     group.add_argument("--compile", action="store_true", help="compile the training step with torch.compile")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -627,7 +628,8 @@ def _fit_command(args):
         overwrite=args.overwrite,
         progress=args.progress,
     )
-    print(image_summary(record))
+    if rank() == 0:
+        print(image_summary(record))
     return 0
 
 

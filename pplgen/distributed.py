@@ -104,7 +104,8 @@ def data_plates(model, batch):
     sizes = []
     for rows in (1, 2):
         arguments = tuple(a[:rows] if _is_rows(a, batch) else a for a in batch)
-        with torch.random.fork_rng(devices=[]), poutine.block(), pyro.validation_enabled(False), torch.no_grad():
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices), poutine.block(), pyro.validation_enabled(False), torch.no_grad():
             trace = poutine.trace(model).get_trace(*arguments)
         sizes.append({f.name: f.size for site in trace.nodes.values() for f in site.get("cond_indep_stack", ())})
     return frozenset(name for name, size in sizes[0].items() if size == 1 and sizes[1].get(name) == 2)

@@ -156,5 +156,6 @@ def held_out_scores(model, guide, data, num_samples, ais_options=None):
 
 def _data_means(per_datum, size):
     """Means over all ranks' data of per-datum scores (each rank holding those of its shard)."""
-    sums = torch.stack([scores.sum(dtype=torch.float64) for scores in per_datum])
+    dtype = torch.float32 if per_datum[0].device.type == "mps" else torch.float64  # MPS has no float64
+    sums = torch.stack([scores.sum(dtype=dtype) for scores in per_datum])
     return (all_reduce_sum_(sums) / size).tolist()

@@ -392,8 +392,9 @@ def detach_parameters(fn, site_name):
 
 
 def _with_parameters(fn, transform):
-    """The same distribution with ``transform`` applied to each of its tensor parameters, or None when its
-    parameters cannot be told (a distribution without explicit ``arg_constraints`` attributes)."""
+    """The same distribution with ``transform`` applied to each of its tensor parameters, or None when it
+    cannot be rebuilt from them alone (no explicit ``arg_constraints`` attributes, other constructor
+    arguments, or another shape from its parameters, as Delta's ``event_dim``)."""
     if isinstance(fn, Stacked):
         runs = [_with_parameters(run, transform) for run in fn.distributions]
         return None if any(run is None for run in runs) else Stacked(runs, fn.batch_ndim)
@@ -415,7 +416,14 @@ def _with_parameters(fn, transform):
     if not given:
         return None
     params = {name: getattr(fn, name) for name in given}
-    return type(fn)(**{k: transform(v) if isinstance(v, torch.Tensor) else v for k, v in params.items()}, validate_args=False)
+    try:
+        rebuilt = type(fn)(**{k: transform(v) if isinstance(v, torch.Tensor) else v for k, v in params.items()},
+                           validate_args=False)
+    except (TypeError, ValueError):  # constructor arguments beyond the parameters (LKJCholesky's dim, ...)
+        return None
+    if rebuilt.batch_shape != fn.batch_shape or rebuilt.event_shape != fn.event_shape:  # e.g. Delta's event_dim
+        return None
+    return rebuilt
 
 
 def at_least_float32(tensor):

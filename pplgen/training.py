@@ -33,6 +33,7 @@ import pyro
 import torch
 import torch.distributed as dist
 from lightning_fabric import Fabric
+from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pyro import poutine
 from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
@@ -226,9 +227,10 @@ class Trainer:
     def _non_finite_message(self, metrics):
         bad = [name for name, value in metrics.items() if not math.isfinite(value)]
         culprit = f"metric '{bad[0]}' = {metrics[bad[0]]}" if bad else "the surrogate"
+        spared = "any parameter" if not self.engine.fits_own_helpers else "the model's and guide's parameters"
         return (
             f"step {self.num_steps}: engine '{self.engine.name}' produced a non-finite loss "
-            f"({culprit}); training stopped before updating any parameter. Lower the learning "
+            f"({culprit}); training stopped before updating {spared}. Lower the learning "
             "rate, clip gradients (clip_norm=...), or check the data and the model's scales."
         )
 
@@ -348,7 +350,8 @@ def fit(
     :param accelerator, devices, strategy: Lightning Fabric's: ``accelerator``
         ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"`` or ``"auto"`` (a GPU when
         there is one); ``devices`` a count or a list of device indices;
-        ``strategy`` ``"auto"``, ``"ddp"``, ``"ddp_spawn"``... With more
+        ``strategy`` ``"auto"`` or ``"ddp"`` (and other strategies that run the
+        script once per device; spawning ones are refused). With more
         than one device the script is run once per device (see
         :mod:`pplgen.distributed`); on CPU each process uses its share of the cores.
     :param precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (see :class:`Trainer`, which applies it).
@@ -494,6 +497,7 @@ def _save(result, schedule, epoch, skip, settings):
     if world_size() > 1:
         rng = [None] * world_size()
         dist.all_gather_object(rng, checkpoints.rng_state())
+    failure = None
     if rank() == 0:
         state = {
             "engine_name": result.engine.name,
@@ -505,9 +509,21 @@ def _save(result, schedule, epoch, skip, settings):
             "history": result.history,
             "evaluations": result.evaluations,
         }
-        checkpoints.write(result.checkpoint, state)
+        try:
+            checkpoints.write(result.checkpoint, state)
+        except OSError as error:
+            failure = error
+    _raise_on_every_rank(failure, f"cannot write the checkpoint {result.checkpoint}")
+
+
+def _raise_on_every_rank(failure, what):
+    """Raise rank 0's ``failure`` (or nothing) on every rank, so no rank waits for one that stopped; the
+    broadcast is also the barrier after rank 0's write."""
+    message = [None if failure is None else f"{what}: {failure}"]
     if world_size() > 1:
-        dist.barrier()
+        dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise OSError(message[0]) from failure
 
 
 def _resume(result, schedule, settings):
@@ -575,6 +591,12 @@ def _launch(accelerator, devices, strategy, precision):
         raise ValueError(
             f"accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r} cannot run here: {message}"
         ) from None
+    launcher = getattr(fabric.strategy, "launcher", None)
+    if launcher is not None and not isinstance(launcher, _SubprocessScriptLauncher):
+        raise ValueError(
+            f"strategy={strategy!r} starts processes from a function, but fit runs in the processes it is called "
+            "from: use strategy='ddp' (the script runs once per device), or launch with torchrun."
+        )
     fabric.launch()
     if fabric.device.type == "cpu" and fabric.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
@@ -655,10 +677,17 @@ class _Batches:
         return next(iter(self.epoch(0, 0)))
 
     def check_shardable(self, processes):
-        """Every batch has a row for each process."""
-        size = None if isinstance(self.source, DataLoader) else len(self.source if self.tensor is None else self.tensor)
-        batch_size = self.source.batch_size if isinstance(self.source, DataLoader) else self.batch_size
-        smallest = min(batch_size or 1, size % batch_size or batch_size) if size is not None else batch_size or 1
+        """Every batch has a row for each process, and every rank takes its shard of the same batch."""
+        if processes == 1:
+            return
+        if isinstance(self.source, DataLoader):
+            raise ValueError(
+                f"a DataLoader cannot be split over {processes} processes: each would draw its own shuffle, so the "
+                "ranks' shards would come from different batches. Pass the tensor or the Dataset itself: fit "
+                "shuffles it by (seed, epoch) on every rank alike and gives each rank its shard."
+            )
+        size = len(self.source if self.tensor is None else self.tensor)
+        smallest = min(self.batch_size, size % self.batch_size or self.batch_size)
         if smallest < processes:
             raise ValueError(
                 f"a batch of {smallest} rows cannot be split over {processes} processes: choose a batch_size of at "

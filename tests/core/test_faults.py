@@ -108,11 +108,13 @@ def test_data_of_the_wrong_kind_are_named(data, message):
 
 
 @pytest.mark.parametrize(
-    "option, value", [("accelerator", "bogus"), ("devices", 0), ("strategy", "bogus"), ("precision", "8-true")]
+    "option, value",
+    [("accelerator", "bogus"), ("devices", 0), ("strategy", "bogus"), ("precision", "8-true"), ("strategy", "ddp_spawn")],
 )
 def test_a_bogus_device_option_is_named(option, value):
+    devices = {"devices": 2} if value == "ddp_spawn" else {}
     with pytest.raises(ValueError, match=f"{option}={value!r}"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, progress=False, **{option: value})
+        fit(small_vae(), "svi", binary_data(), epochs=1, progress=False, **{option: value, **devices})
 
 
 def test_a_model_that_observes_nothing_is_refused_when_given_data():

@@ -49,6 +49,23 @@ def test_a_site_log_prob_is_float32_from_bf16_parameters():
     torch.testing.assert_close(log_prob, expected)
 
 
+@pytest.mark.parametrize(
+    "fn, value",
+    [
+        (pyro.distributions.Delta(torch.randn(3, 2).bfloat16(), event_dim=1), None),
+        (pyro.distributions.LKJCholesky(3, torch.tensor(2.0).bfloat16()), torch.eye(3)),
+    ],
+    ids=["delta_event_dim", "lkj_cholesky"],
+)
+def test_distributions_not_rebuilt_from_their_parameters_keep_their_density_under_autocast(fn, value):
+    """A Delta's event_dim and LKJCholesky's dim are not parameters: such sites keep their own density, cast."""
+    value = fn.v.float() if value is None else value
+    site = {"name": "s", "fn": fn, "value": value, "mask": None, "scale": 1.0}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_prob = site_log_prob(site)
+    assert log_prob.dtype == torch.float32 and log_prob.shape == fn.batch_shape
+
+
 def test_a_bf16_mixed_vae_fit_is_within_one_nat_of_float32():
     """The same VAE (784-200-10), seed and budget (2,000 real digits, 5 epochs of svi), in float32 and in
     bf16-mixed: held-out log-likelihoods (300 test digits, K=200) within 1 nat (measured: −184.09 and

@@ -105,8 +105,10 @@ def test_held_out_evaluation_is_sharded_and_equals_one_process(runs):
         assert rank["evaluation"]["evaluation"] == pytest.approx(one["evaluation"], abs=1e-6)
 
 
-def test_a_k_sample_bound_over_a_global_latent_is_refused_in_two_processes(runs):
-    assert runs["one"]["refusal"] is None
+def test_a_k_sample_bound_over_a_global_latent_and_a_dataloader_are_refused_in_two_processes(runs):
+    assert runs["one"]["refusal"] == {"global latent": None, "dataloader": None}
     for rank in runs["two"]:
-        assert "iwae's estimator needs log-weights that factorize over the data rows" in rank["refusal"]
-        assert "devices=1" in rank["refusal"]
+        refusal = rank["refusal"]
+        assert "iwae's estimator needs log-weights that factorize over the data rows" in refusal["global latent"]
+        assert "devices=1" in refusal["global latent"]
+        assert "a DataLoader cannot be split over 2 processes" in refusal["dataloader"]

@@ -229,6 +229,17 @@ def test_bernoulli_observations_are_refused_by_name():
         get("gan").check(vae.model, None, x)
 
 
+def test_a_discrete_latent_is_refused_by_name():
+    def mixture(x):
+        locs = pyro.param("locs", torch.tensor([-1.0, 1.0]))
+        with pyro.plate("data", len(x)):
+            component = pyro.sample("component", dist.Categorical(torch.ones(2) / 2))
+            pyro.sample("x", dist.Normal(locs[component], 0.1), obs=x)
+
+    with pytest.raises(UnsupportedModelError, match=r"latent site 'component' is a Categorical without rsample"):
+        get("gan").check(mixture, None, torch.randn(5))
+
+
 def test_a_dream_of_another_shape_than_the_data_is_refused_with_both_shapes():
     def model(x):
         loc = pyro.param("loc", torch.zeros(3))
