@@ -210,10 +210,11 @@ def site_log_prob(site, *, detach_params=False, scaled=False):
     log-sum-exp and leave-one-out term downstream is summed in float32.
     """
     fn, value = site["fn"], site["value"]
-    if torch.is_autocast_enabled(value.device.type):
+    mixed = torch.is_autocast_enabled(value.device.type)
+    if mixed:
         fn, value = _with_parameters(fn, at_least_float32) or fn, at_least_float32(value)
     fn = detach_parameters(fn, site["name"]) if detach_params else fn
-    with torch.autocast(value.device.type, enabled=False):
+    with torch.autocast(value.device.type, enabled=False) if mixed else nullcontext():
         log_prob = masked(at_least_float32(fn.log_prob(value)), site["mask"])
     return site["scale"] * log_prob if scaled else log_prob
 
