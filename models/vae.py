@@ -22,6 +22,8 @@ Both programs put the batch in ``pyro.plate("data")`` and create every
 constant on the data's device, so the same module runs on CPU and CUDA.
 """
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -43,8 +45,10 @@ class VAE(PyroModule):
     :param latent_dim: size of z.
     :param hidden: hidden layer sizes of the decoder; the encoder mirrors them.
     :param likelihood: ``"bernoulli"`` for binary data (logits from the
-        decoder) or ``"gaussian"`` for real-valued data (a learned scale
-        shared by all pixels).
+        decoder) or ``"gaussian"`` for real-valued data, x ~ N(G(z), σ² I)
+        with one scale σ for all pixels.
+    :param scale: the Gaussian likelihood's σ (its initial value when learned).
+    :param learn_scale: learn σ with the decoder (default) or hold it fixed.
     :param activation: ``"tanh"``, ``"relu"``, ``"softplus"`` or ``"elu"``.
     :param guide: ``"gaussian"`` (mean-field Gaussian q) or ``"implicit"``
         (a sampler g_φ(x, ε) without density, for ``avb``).
@@ -57,6 +61,8 @@ class VAE(PyroModule):
         latent_dim=20,
         hidden=(400,),
         likelihood="bernoulli",
+        scale=1.0,
+        learn_scale=True,
         activation="tanh",
         guide="gaussian",
         noise_dim=None,
@@ -78,7 +84,11 @@ class VAE(PyroModule):
         encoder_out = latent_dim if guide == "implicit" else 2 * latent_dim
         self.encoder = mlp((data_dim + self.noise_dim, *reversed(hidden), encoder_out), activation)
         if likelihood == "gaussian":
-            self.log_scale = nn.Parameter(torch.zeros(()))
+            if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+                raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+            self.log_scale = nn.Parameter(torch.tensor(math.log(scale)), requires_grad=bool(learn_scale))
+        elif scale != 1.0 or not learn_scale:
+            raise ValueError("scale and learn_scale set the Gaussian likelihood's σ; give them with likelihood='gaussian'")
 
     def model(self, x):
         self._check_data(x)

@@ -58,6 +58,10 @@ from pplgen.training import PRECISIONS, NonFiniteLossError
 DEFAULT_EPOCHS = 10
 #: Learning rate of the image families when ``--lr`` is not given.
 DEFAULT_LR = 1e-3
+#: The generator's optimizer when the engine is gan: Adam at 2e-4 with β = (0.5, 0.999) (Radford et al. 2016).
+GAN_LR, GAN_BETAS = 2e-4, (0.5, 0.999)
+#: The initial noise scale σ of the gan family's decoder: dreams start near G(z), not drowned in unit noise.
+GAN_INITIAL_SCALE = 0.05
 #: Importance samples of the evaluations made during training (the final one uses ``--eval-samples``).
 PERIODIC_EVAL_SAMPLES = 100
 #: AIS steps of the evaluations of implicit guides during training (the final one uses ``--ais-steps``).
@@ -118,7 +122,7 @@ def _vae(data_dim, **options):
 
 
 def _decoder(data_dim, **options):
-    return models.VAE(data_dim=data_dim, likelihood="gaussian", **options)
+    return models.VAE(data_dim=data_dim, likelihood="gaussian", scale=GAN_INITIAL_SCALE, **options)
 
 
 def _sbn(data_dim, **options):
@@ -443,7 +447,7 @@ def _add_training_arguments(group):
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
     group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
     group.add_argument(
-        "--lr", type=_adam_learning_rate, help="Adam learning rate (default: 0.001; 0.02 for eight-schools, multilevel; 0.01 for lda)"
+        "--lr", type=_adam_learning_rate, help="Adam learning rate (default: 0.001; 2e-4 with betas 0.5, 0.999 for gan; 0.02 for eight-schools, multilevel; 0.01 for lda)"
     )
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
     group.add_argument("--accelerator", default="auto", help="cpu, cuda, gpu, mps or auto (a GPU when there is one)")
@@ -595,7 +599,7 @@ def _fit_command(args):
     config = _config(
         args,
         engine=engine_name,
-        lr=_learning_rate(args, DEFAULT_LR),
+        lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
         binarize=binarize,
         epochs=epochs,
         model_options=model_options,
@@ -614,7 +618,8 @@ def _fit_command(args):
         epochs=epochs,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=_learning_rate(args, DEFAULT_LR),
+        lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
+        optimizer_options={"betas": GAN_BETAS} if engine_name == "gan" else None,
         seed=args.seed,
         accelerator=args.accelerator,
         devices=args.devices,

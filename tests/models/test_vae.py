@@ -98,3 +98,22 @@ def test_implicit_guide_trained_by_avb_improves_the_ais_log_likelihood(digits):
 def test_bad_guide_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         VAE(**options)
+
+
+def test_the_gaussian_scale_starts_where_given_and_can_be_held_fixed():
+    learned = VAE(data_dim=4, latent_dim=2, hidden=(3,), likelihood="gaussian", scale=0.05)
+    fixed = VAE(data_dim=4, latent_dim=2, hidden=(3,), likelihood="gaussian", scale=0.2, learn_scale=False)
+    assert learned.log_scale.exp().item() == pytest.approx(0.05) and learned.log_scale.requires_grad
+    assert fixed.log_scale.exp().item() == pytest.approx(0.2) and not fixed.log_scale.requires_grad
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"likelihood": "gaussian", "scale": 0.0}, "scale must be a finite positive number"),
+        ({"scale": 0.5}, "give them with likelihood='gaussian'"),
+    ],
+)
+def test_bad_scale_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(data_dim=4, latent_dim=2, hidden=(3,), **options)
