@@ -63,9 +63,14 @@ from pplgen.distributed import all_reduce_sum_
 from pplgen.dreams import check_data_arguments, dream
 from pplgen.engine import Engine, Loss
 from pplgen.nn import HelperAdam, LazyMLP
-from pplgen.particles import at_least_float32
+from pplgen.particles import at_least_float32, is_auxiliary, is_observation
 from pplgen.probe import probe_pair
 from pplgen.programs import no_guide
+
+#: The engines a gan refusal points to: those that train a model with a guide.
+LIKELIHOOD_ENGINES = "svi or iwae for continuous latents; rws, nvil or vimco for any"
+#: What a refusal advises when no dream can take the data's place.
+GAN_WITHOUT_DREAMS = f"gan cannot train this model; fit it with a likelihood-based engine ({LIKELIHOOD_ENGINES})"
 
 
 class GAN(Engine):
@@ -127,14 +132,14 @@ class GAN(Engine):
 
     def _real_and_fake(self, model, args, kwargs):
         """Rows of the observed arguments and of a reparameterized dream in their place, ``(batch, features)``."""
-        dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True)
+        dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True,
+                            without_dreams=GAN_WITHOUT_DREAMS)
         keys = sorted(dreamed.data_arguments.values(), key=str)
         return _rows(args, kwargs, keys), _rows(dreamed.args, dreamed.kwargs, keys)
 
     def _update_discriminator(self, real, fake):
         """One update of d alone by the engine's Adam (gradients summed over ranks); its loss and statistics
         before it."""
-        self._initialize(real)
         loss, statistics = self._discriminator_loss(real, fake)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:  # a discriminator without trainable weights (a fixed D) is left as it is
@@ -184,7 +189,15 @@ class GAN(Engine):
         """Probes the model alone, refuses observations without ``rsample`` and dreams of another shape than the
         data (naming both), and builds the discriminator for this program."""
         probe = probe_pair(model, no_guide, args, kwargs, check=False)
-        observed = probe.sites(probe.model_trace, observed=True)
+        observed = []
+        for site in probe.sites(probe.model_trace, observed=True):
+            if is_auxiliary(site):
+                raise UnsupportedModelError(
+                    f"site '{site['name']}' is a pyro.factor: gan learns the model from its samples alone and cannot "
+                    f"use a density term; train this model with a likelihood-based engine ({LIKELIHOOD_ENGINES})."
+                )
+            if is_observation(site):
+                observed.append(site)
         if not observed:
             raise UnsupportedModelError(
                 "gan dreams the model's observations and tells them from the data, but the model observes no site "
@@ -196,19 +209,20 @@ class GAN(Engine):
                     f"latent site '{site['name']}' is a {distribution_name(site['fn'])} without rsample: gan "
                     "differentiates the dreamed data through every draw of the model, and no gradient passes "
                     "this one (the parameters before it would never move). Reparameterize the site, or train this "
-                    "model with a likelihood-based engine."
+                    f"model with a likelihood-based engine ({LIKELIHOOD_ENGINES})."
                 )
         for site in observed:
             if not site["fn"].has_rsample:
                 raise UnsupportedModelError(
                     f"site '{site['name']}' observes the data through a {distribution_name(site['fn'])}, which has no "
                     "rsample: gan needs dreams that are differentiable in the model's parameters. Model real values "
-                    "instead (e.g. VAE(likelihood='gaussian') on grey levels), or train this model with a "
-                    "likelihood-based engine."
+                    f"instead (e.g. VAE(likelihood='gaussian') on grey levels), or train this model with a "
+                    f"likelihood-based engine ({LIKELIHOOD_ENGINES})."
                 )
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
             with torch.no_grad():
-                dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True)
+                dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True,
+                            without_dreams=GAN_WITHOUT_DREAMS)
         keys = sorted(dreamed.data_arguments.values(), key=str)
         self._initialize(_rows(args, kwargs, keys))
         return probe

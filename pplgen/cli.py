@@ -509,24 +509,22 @@ def _positive_int(text):
 
 
 def _positive_float(text):
-    """argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
+    """argparse type: a finite number above 0."""
+    return _finite_float(text, lambda value: value > 0, "a finite positive number")
 
 
 def _non_negative_float(text):
     """argparse type: a finite number of at least 0."""
+    return _finite_float(text, lambda value: value >= 0, "a finite number >= 0")
+
+
+def _finite_float(text, accepts, expected):
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and accepts(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 

@@ -30,6 +30,9 @@ from pplgen.particles import (
     site_log_prob,
 )
 
+#: What a sleep phase's refusals advise when the model cannot be dreamed in place of its data.
+WITHOUT_DREAMS = "train the guide without dreams (rws with phi='wake', nvil, vimco, or svi for continuous latents)"
+
 
 @dataclass
 class Dream:
@@ -43,18 +46,22 @@ class Dream:
     data_arguments: dict
 
 
-def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False):
+def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False, without_dreams=WITHOUT_DREAMS):
     """Draw (z̃, x̃) from the model; put x̃ where the real data were.
 
     By default the dream's values are detached (the sleep phase trains the guide on them). With
     ``reparameterized=True`` they keep their graph: sites with ``rsample`` are drawn by it, so x̃ is a
-    differentiable function of the model's parameters (the ``gan`` engine's generator)."""
+    differentiable function of the model's parameters (the ``gan`` engine's generator).
+    ``without_dreams`` is the advice a refusal gives when no dream can take the data's place."""
     with nullcontext() if reparameterized else DetachLatents():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
     observed = observed_sites(trace)
     if not observed:
         raise UnsupportedModelError("the model observes no site (no obs=), so there is nothing to dream")
-    mapping = dict(data_arguments) if data_arguments is not None else find_data_arguments(observed, args, kwargs)
+    if data_arguments is not None:
+        mapping = dict(data_arguments)
+    else:
+        mapping = find_data_arguments(observed, args, kwargs, without_dreams=without_dreams)
     args, kwargs = list(args), dict(kwargs)
     for name, key in mapping.items():
         if name not in observed:
@@ -106,9 +113,6 @@ def sleep_log_density(guide, dreamed):
     return sum(site_log_prob(site, scaled=True).sum() for site in guide_trace.nodes.values() if is_sample_site(site))
 
 
-WITHOUT_DREAMS = "train the guide without dreams (rws with phi='wake', nvil, vimco, or svi for continuous latents)"
-
-
 def check_dreams(model, guide, args, kwargs, data_arguments, engine_name):
     """Dream once and score the guide on the dream, as a sleep phase will, leaving the RNG untouched;
     a program that fails on its own dreams is refused here, before training."""
@@ -132,7 +136,7 @@ def check_dreams(model, guide, args, kwargs, data_arguments, engine_name):
         )
 
 
-def find_data_arguments(observed, args, kwargs):
+def find_data_arguments(observed, args, kwargs, *, without_dreams=WITHOUT_DREAMS):
     """``{observed site: argument position or keyword}``, where the observed value is that argument."""
     candidates = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
     candidates = [(key, a) for key, a in candidates if isinstance(a, torch.Tensor)]
@@ -150,7 +154,7 @@ def find_data_arguments(observed, args, kwargs):
             raise UnsupportedModelError(
                 f"cannot tell which model argument holds the data observed at site '{name}' (no argument holds it "
                 f"unchanged); if the site observes a whole argument, {hint}; if it observes part of one (a time "
-                f"step, a subsample), the sleep phase cannot put a dream in its place: {WITHOUT_DREAMS}."
+                f"step, a subsample), a dream cannot take its place: {without_dreams}."
             )
         mapping[name] = matches[0]
     keys = list(mapping.values())

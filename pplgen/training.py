@@ -32,8 +32,6 @@ from pathlib import Path
 import pyro
 import torch
 import torch.distributed as dist
-from lightning_fabric import Fabric
-from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pyro import poutine
 from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
@@ -291,7 +289,6 @@ class _Plan:
 
     total_steps: float
     settings: dict
-    seed: int
     valid_data: torch.Tensor | None
     eval_every: int
     eval_samples: int
@@ -428,7 +425,6 @@ def fit(
             epochs * len(batches) if epochs is not None else math.inf,
         ),
         settings=settings,
-        seed=seed,
         valid_data=valid_data,
         eval_every=eval_every,
         eval_samples=eval_samples,
@@ -586,6 +582,10 @@ def _launch(accelerator, devices, strategy, precision):
     with several processes, each process's share of the cores."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    # Imported here: importing lightning_fabric installs warning filters, which `import pplgen` should not.
+    from lightning_fabric import Fabric
+    from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
     try:
         fabric = Fabric(accelerator=accelerator, devices=devices, strategy=strategy)
     except (ValueError, RuntimeError, TypeError) as error:

@@ -105,3 +105,20 @@ def test_the_engines_named_in_refusals_are_the_registrys():
     assert set(SCORE_FUNCTION_ENGINES) == set(score_function_engines())
     per_site = {name for name, engine in REGISTRY.items() if engine.needs_guide and not engine.needs_common_scale}
     assert set(PER_SITE_ENGINES) == per_site
+
+
+@pytest.mark.parametrize("entry", PROGRAMS, ids=lambda e: e.name)
+def test_gan_trains_each_model_or_refuses_it_in_check_by_site(entry):
+    """gan runs the model alone (the guide is never run): every shape's model trains three finite steps, or
+    ``check`` refuses it with a message that names the site, or says the programs fail or observe nothing."""
+    model, _, args, kwargs = entry.build()
+    engine = get("gan", discriminator=(8,))
+    try:
+        engine.check(model, None, *args, **kwargs)
+    except ValueError as refusal:
+        assert any(text in str(refusal) for text in ("site '", "observes no site", "fail when run together"))
+        return
+    for _ in range(3):
+        loss = engine(model, None, *args, **kwargs)
+        assert torch.isfinite(loss.surrogate) and all(math.isfinite(v) for v in loss.metrics.values())
+        loss.surrogate.backward()
