@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN = $(VENV)/bin
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test test-slow test-gpu gpu-benchmark benchmark
+.PHONY: setup lint demo test test-slow test-gpu gpu-benchmark benchmark
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,11 @@ demo: setup
 	$(BIN)/pplgen fit vae --engine iwae --particles 5 --estimator dreg --data mnist --epochs 20 --out runs/vae-iwae
 	$(BIN)/pplgen fit sbn --engine vimco --particles 5 --layers 200 --data mnist --epochs 50 --eval-every 10 --out runs/sbn-vimco
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: setup

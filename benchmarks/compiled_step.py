@@ -36,8 +36,8 @@ import pplgen
 from pplgen.models import VAE, SigmoidBeliefNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sbn_vs_pyro  # noqa: E402  (the hand-written SBN steps)
-import vae_step  # noqa: E402  (the hand-written VAE step)
+import sbn_vs_pyro
+import vae_step
 
 ENGINES = {
     "svi": ("vae", {}),
@@ -77,8 +77,11 @@ def hand_written(name, family, lr, device):
         step.networks.to(device)
         return step
     if name == "nvil":
-        baseline = nn.Sequential(nn.Linear(784, sbn_vs_pyro.BASELINE_HIDDEN), nn.Tanh(),
-                                 nn.Linear(sbn_vs_pyro.BASELINE_HIDDEN, len(sbn_vs_pyro.LAYERS)))
+        baseline = nn.Sequential(
+            nn.Linear(784, sbn_vs_pyro.BASELINE_HIDDEN),
+            nn.Tanh(),
+            nn.Linear(sbn_vs_pyro.BASELINE_HIDDEN, len(sbn_vs_pyro.LAYERS)),
+        )
         step = sbn_vs_pyro.TorchNVIL(family, baseline, lr, pplgen.inference.get("nvil").decay)
         step.networks.to(device)
         step.extra.to(device)
@@ -96,7 +99,11 @@ def graph_breaks(name, kind, batch):
     with pyro.validation_enabled(False):
         explanation = torch._dynamo.explain(lambda x: engine(family.model, family.guide, x).surrogate)(batch)
     reasons = collections.Counter(reason.reason.splitlines()[0][:90] for reason in explanation.break_reasons)
-    return {"graphs": explanation.graph_count, "breaks": explanation.graph_break_count, "reasons": reasons.most_common(3)}
+    return {
+        "graphs": explanation.graph_count,
+        "breaks": explanation.graph_break_count,
+        "reasons": reasons.most_common(3),
+    }
 
 
 def time_engine(name, data, args):
@@ -104,8 +111,12 @@ def time_engine(name, data, args):
     first = next(data)
     base = families(kind, args.device)
     contestants = {
-        "eager": Eager(copy.deepcopy(base), pplgen.inference.get(name, **options).to(args.device), args.lr, False, first),
-        "compiled": Eager(copy.deepcopy(base), pplgen.inference.get(name, **options).to(args.device), args.lr, True, first),
+        "eager": Eager(
+            copy.deepcopy(base), pplgen.inference.get(name, **options).to(args.device), args.lr, False, first
+        ),
+        "compiled": Eager(
+            copy.deepcopy(base), pplgen.inference.get(name, **options).to(args.device), args.lr, True, first
+        ),
     }
     reference = hand_written(name, copy.deepcopy(base), args.lr, args.device)
     if reference is not None:
@@ -147,15 +158,21 @@ def batches(batch_size, device):
 
 
 def print_table(results, args):
-    print(f"\none step, batch {args.batch_size}, on {args.device}; median ms (ratio to the hand-written step, "
-          "else to eager); graphs/breaks of the compiled forward")
-    print(f"{'engine':<11} {'torch':>8} {'eager':>15} {'compiled':>15} {'graphs':>7} {'breaks':>7}  most frequent break")
+    print(
+        f"\none step, batch {args.batch_size}, on {args.device}; median ms (ratio to the hand-written step, "
+        "else to eager); graphs/breaks of the compiled forward"
+    )
+    print(
+        f"{'engine':<11} {'torch':>8} {'eager':>15} {'compiled':>15} {'graphs':>7} {'breaks':>7}  most frequent break"
+    )
     for name, row in results.items():
         ms, ratio = row["median_ms"], row["ratio"]
         torch_ms = f"{ms['torch']:.2f}" if "torch" in ms else "—"
         reason = row["reasons"][0][0] if row["reasons"] else ""
-        print(f"{name:<11} {torch_ms:>8} {ms['eager']:>8.2f} ({ratio['eager']:.2f}×) "
-              f"{ms['compiled']:>8.2f} ({ratio['compiled']:.2f}×) {row['graphs']:>7} {row['breaks']:>7}  {reason}")
+        print(
+            f"{name:<11} {torch_ms:>8} {ms['eager']:>8.2f} ({ratio['eager']:.2f}×) "
+            f"{ms['compiled']:>8.2f} ({ratio['compiled']:.2f}×) {row['graphs']:>7} {row['breaks']:>7}  {reason}"
+        )
 
 
 def main():
@@ -178,8 +195,14 @@ def main():
         print(f"{name}: {results[name]['median_ms']}", flush=True)
     print_table(results, args)
     if args.json:
-        meta = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-                "device": str(args.device), "batch_size": args.batch_size, "rounds": args.rounds}
+        meta = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "device": str(args.device),
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+        }
         args.json.write_text(json.dumps({"meta": meta, "engines": results}, indent=2) + "\n")
 
 

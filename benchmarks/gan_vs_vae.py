@@ -102,7 +102,9 @@ def run(label, contestant, base, data, args):
     score = ais(decoder.model, x_test, num_steps=args.ais_steps, num_chains=args.ais_chains).mean().item()
     FIGURES.mkdir(exist_ok=True)
     name = label.split(" ")[0] + ("_r1" if "R1" in label else "")
-    plots.image_grid(decoder.sample(64), FIGURES / f"gan_vs_vae_{name}.png", rows=8, title=f"{label}: G(z), z ~ N(0, I)")
+    plots.image_grid(
+        decoder.sample(64), FIGURES / f"gan_vs_vae_{name}.png", rows=8, title=f"{label}: G(z), z ~ N(0, I)"
+    )
     return {"contestant": label, "steps": steps, "sigma": sigma, "ais": score, "ais_s": time.perf_counter() - start}
 
 
@@ -122,15 +124,20 @@ def main():
     torch.manual_seed(0)
     base = VAE(784, latent_dim=10, hidden=(256, 256), likelihood="gaussian")
     set_sigma(base, 0.05)
-    print(f"decoder 10-256-256-784 on {len(data[0])} grey MNIST digits, {args.budget:g} s each; "
-          f"AIS {args.ais_steps} steps x {args.ais_chains} chains on {len(data[2])} test digits; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"decoder 10-256-256-784 on {len(data[0])} grey MNIST digits, {args.budget:g} s each; "
+        f"AIS {args.ais_steps} steps x {args.ais_chains} chains on {len(data[2])} test digits; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     rows = []
     for label, contestant in contestants(args).items():
         rows.append(run(label, contestant, base, data, args))
         row = rows[-1]
-        print(f"{label:<18} {row['steps']:>6} steps  σ {row['sigma']:.3f}  AIS test log p(x) {row['ais']:9.2f}  "
-              f"(AIS {row['ais_s']:.0f} s)", flush=True)
+        print(
+            f"{label:<18} {row['steps']:>6} steps  σ {row['sigma']:.3f}  AIS test log p(x) {row['ais']:9.2f}  "
+            f"(AIS {row['ais_s']:.0f} s)",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -30,8 +30,20 @@ def cases():
     study = pplgen.data.sleepstudy()
     eight = (schools.sigma, schools.y)
     return [
-        ("eight schools, non-centred, full rank", lambda: EightSchools("non_centered", "full_rank"), eight, 0.02, ["mu", "tau"]),
-        ("eight schools, centred, mean field", lambda: EightSchools("centered", "mean_field"), eight, 0.02, ["mu", "tau"]),
+        (
+            "eight schools, non-centred, full rank",
+            lambda: EightSchools("non_centered", "full_rank"),
+            eight,
+            0.02,
+            ["mu", "tau"],
+        ),
+        (
+            "eight schools, centred, mean field",
+            lambda: EightSchools("centered", "mean_field"),
+            eight,
+            0.02,
+            ["mu", "tau"],
+        ),
         (
             "sleepstudy, full rank",
             lambda: MultilevelRegression("full_rank"),
@@ -62,7 +74,9 @@ def main():
             model = build()
             start = time.perf_counter()
             try:
-                pplgen.fit(model, pplgen.inference.get(engine, **options), arguments, steps=args.steps, lr=lr, progress=False)
+                pplgen.fit(
+                    model, pplgen.inference.get(engine, **options), arguments, steps=args.steps, lr=lr, progress=False
+                )
             except pplgen.NonFiniteLossError as error:
                 print(f"| {label} | {engine} K=4, {args.steps} steps | — | — | diverged: {str(error).split(';')[0]} |")
                 continue
@@ -71,7 +85,9 @@ def main():
             table = diagnostics.compare(posterior, reference, var_names=names).table
             khat = diagnostics.psis_khat(model, arguments, num_samples=10000).khat
             distances = ", ".join(f"{name} {table.loc[name, 'wasserstein']:.2f}" for name in table.index)
-            print(f"| {label} | {engine} K=4, {args.steps} steps | {seconds:.1f} | {khat:.2f} | {distances} |", flush=True)
+            print(
+                f"| {label} | {engine} K=4, {args.steps} steps | {seconds:.1f} | {khat:.2f} | {distances} |", flush=True
+            )
 
 
 if __name__ == "__main__":

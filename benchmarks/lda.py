@@ -74,7 +74,10 @@ class PyroExampleProdLDA(nn.Module):
     def model(self, docs):
         pyro.module("decoder", self.decoder)
         with pyro.plate("documents", docs.shape[0]):
-            loc, scale = docs.new_zeros((docs.shape[0], self.num_topics)), docs.new_ones((docs.shape[0], self.num_topics))
+            loc, scale = (
+                docs.new_zeros((docs.shape[0], self.num_topics)),
+                docs.new_ones((docs.shape[0], self.num_topics)),
+            )
             theta = softmax(pyro.sample("logtheta", dist.Normal(loc, scale).to_event(1)), -1)
             probs = self.decoder(theta)
             total = int(docs.sum(-1).max())
@@ -122,7 +125,9 @@ def _train(step, data, budget):
 def pyro_sequence_log_likelihood(model, counts):
     """Importance-sampled log p(word sequence) of the tutorial model, one particle at a time (batch norm)."""
     model.eval()
-    multinomial = pplgen.evaluate.log_likelihood(model.model, counts, guide=model.guide, num_samples=100, particle_chunk=1)
+    multinomial = pplgen.evaluate.log_likelihood(
+        model.model, counts, guide=model.guide, num_samples=100, particle_chunk=1
+    )
     coefficient = torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)
     return multinomial - coefficient
 
@@ -144,17 +149,28 @@ def main():
     prod = ProdLDA(train.num_words, NUM_TOPICS)
     prod.initialize_background(train.counts)
     epochs = train_pplgen(prod, pplgen.inference.get("svi"), train.counts, args.budget)
-    rows.append(("pplgen ProdLDA, svi", epochs, pplgen.evaluate.log_likelihood(prod, test.counts, num_samples=100), prod))
+    rows.append(
+        ("pplgen ProdLDA, svi", epochs, pplgen.evaluate.log_likelihood(prod, test.counts, num_samples=100), prod)
+    )
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     lda = LDA(train.num_words, NUM_TOPICS)
     epochs = train_pplgen(lda, pplgen.inference.get("rws", num_particles=5), train.tokens, args.budget)
-    rows.append(("pplgen LDA, rws K=5", epochs, pplgen.evaluate.log_likelihood(lda, test.tokens, num_samples=100, batch_size=20), lda))
+    rows.append(
+        (
+            "pplgen LDA, rws K=5",
+            epochs,
+            pplgen.evaluate.log_likelihood(lda, test.tokens, num_samples=100, batch_size=20),
+            lda,
+        )
+    )
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     example = PyroExampleProdLDA(train.num_words)
     epochs = train_pyro(example, train.counts, args.budget)
-    rows.append(("Pyro ProdLDA tutorial, SVI + Trace_ELBO", epochs, pyro_sequence_log_likelihood(example, test.counts), example))
+    rows.append(
+        ("Pyro ProdLDA tutorial, SVI + Trace_ELBO", epochs, pyro_sequence_log_likelihood(example, test.counts), example)
+    )
     for label, epochs, log_likelihood, model in rows:
         score = topics.perplexity(log_likelihood, test.counts)
         coherence = topics.npmi_coherence(model.topic_words(), test.counts).mean()

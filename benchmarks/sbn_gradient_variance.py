@@ -71,7 +71,9 @@ def main():
         "vimco K=5": get("vimco", num_particles=5),
         "rws K=5": get("rws", num_particles=5),
     }
-    results = {label: gradient_variance(engine, sbn, batch, num_estimates=args.estimates) for label, engine in engines.items()}
+    results = {
+        label: gradient_variance(engine, sbn, batch, num_estimates=args.estimates) for label, engine in engines.items()
+    }
     std = nvil.moments.var.sqrt().clamp(min=1.0)
     print(
         f"SBN 200-200 after {steps} nvil steps ({args.warmup:.0f} s); {args.estimates} estimates on one batch of 24; "

@@ -94,14 +94,22 @@ def main():
             pyro.set_rng_seed(1)
             nll = -pplgen.evaluate.log_likelihood(sbn, test_data, num_samples=args.eval_samples).mean().item()
             rows.append(
-                {"sbn": label, "engine": name, "steps": steps, "epochs": epochs, "test_nll": nll,
-                 "published_nll": PUBLISHED.get((label, engine_name))}
+                {
+                    "sbn": label,
+                    "engine": name,
+                    "steps": steps,
+                    "epochs": epochs,
+                    "test_nll": nll,
+                    "published_nll": PUBLISHED.get((label, engine_name)),
+                }
             )
             print(f"  SBN {label} {name}: {steps} steps ({epochs:.1f} epochs), test NLL {nll:.2f}", flush=True)
-    print(f"\n| SBN | engine | steps | epochs | test NLL | published |\n|---|---|---|---|---|---|")
+    print("\n| SBN | engine | steps | epochs | test NLL | published |\n|---|---|---|---|---|---|")
     for row in rows:
         published = "" if row["published_nll"] is None else f"{row['published_nll']:.1f}"
-        print(f"| {row['sbn']} | {row['engine']} | {row['steps']} | {row['epochs']:.1f} | {row['test_nll']:.2f} | {published} |")
+        print(
+            f"| {row['sbn']} | {row['engine']} | {row['steps']} | {row['epochs']:.1f} | {row['test_nll']:.2f} | {published} |"
+        )
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"arguments": {**vars(args), "root": str(args.root)}, "results": rows}, out, indent=2)

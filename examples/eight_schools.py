@@ -49,7 +49,14 @@ def fit(parameterization, guide, data, args):
     """An EightSchools pair fitted by ``svi`` on the whole data set at every step."""
     schools = EightSchools(parameterization, guide=guide)
     pplgen.fit(
-        schools, "svi", (data.sigma, data.y), steps=args.steps, lr=args.lr, seed=args.seed, accelerator="cpu", progress=False
+        schools,
+        "svi",
+        (data.sigma, data.y),
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        accelerator="cpu",
+        progress=False,
     )
     return schools
 

@@ -9,7 +9,11 @@ import pplgen
 def parser(description, smoke):
     """An argument parser with ``--engine``, ``--seed`` and ``--smoke`` (which applies ``smoke``)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--engine", choices=sorted(pplgen.inference.guided_engines()), help="one engine (default: every engine that trains a guide)")
+    parser.add_argument(
+        "--engine",
+        choices=sorted(pplgen.inference.guided_engines()),
+        help="one engine (default: every engine that trains a guide)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help=f"a tiny run: {smoke}")
     return parser

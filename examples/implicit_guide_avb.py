@@ -78,7 +78,10 @@ def parse_args(argv):
         "--adaptive-contrast", action="store_true", help="avb with K=8 and a per-datum Gaussian contrast"
     )
     parser.add_argument(
-        "--discriminator-steps", type=int, default=3, help="discriminator updates per step (prior contrast; avb's default)"
+        "--discriminator-steps",
+        type=int,
+        default=3,
+        help="discriminator updates per step (prior contrast; avb's default)",
     )
     parser.add_argument("--ais-steps", type=int, default=100)
     parser.add_argument("--ais-chains", type=int, default=8)

@@ -27,7 +27,6 @@ Run: ``.venv/bin/python examples/semi_supervised_vae.py`` (every engine;
 ``--engine rws`` for one, ``--smoke`` for a few steps).
 """
 
-
 import every_engine
 import pyro
 import pyro.distributions as dist

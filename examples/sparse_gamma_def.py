@@ -109,7 +109,15 @@ def train(name, x, args):
     pyro.clear_param_store()
     engine = pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
     result = pplgen.fit(
-        model, engine, (x,), guide=guide, steps=args.steps, lr=args.lr, seed=args.seed, accelerator="cpu", progress=False
+        model,
+        engine,
+        (x,),
+        guide=guide,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        accelerator="cpu",
+        progress=False,
     )
     loss, elbo = result.metric("loss")[-1], elbo_per_image(x)
     return loss, f"loss/image {loss:9.2f}   ELBO/image (K=100) {elbo:9.2f}"

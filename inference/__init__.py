@@ -43,4 +43,17 @@ def score_function_engines():
     return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.reparameterized]
 
 
-__all__ = ["AVB", "ENGINES", "GAN", "IWAE", "NVIL", "RWS", "SVI", "VIMCO", "WakeSleep", "get", "guided_engines", "score_function_engines"]
+__all__ = [
+    "AVB",
+    "ENGINES",
+    "GAN",
+    "IWAE",
+    "NVIL",
+    "RWS",
+    "SVI",
+    "VIMCO",
+    "WakeSleep",
+    "get",
+    "guided_engines",
+    "score_function_engines",
+]

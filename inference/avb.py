@@ -145,10 +145,14 @@ class AVB(ParticleEngine):
     ):
         super().__init__(num_particles, max_plate_nesting)
         if not (isinstance(discriminator, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in discriminator)):
-            raise ValueError(f"discriminator must be a sequence of hidden layer sizes (e.g. (256, 256)), got {discriminator!r}")
+            raise ValueError(
+                f"discriminator must be a sequence of hidden layer sizes (e.g. (256, 256)), got {discriminator!r}"
+            )
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive int, got {discriminator_steps!r}")
-        if isinstance(discriminator_lr, bool) or not (isinstance(discriminator_lr, (int, float)) and 0 < discriminator_lr < math.inf):
+        if isinstance(discriminator_lr, bool) or not (
+            isinstance(discriminator_lr, (int, float)) and 0 < discriminator_lr < math.inf
+        ):
             raise ValueError(f"discriminator_lr must be a finite positive number, got {discriminator_lr!r}")
         if adaptive_contrast and num_particles < 2:
             raise ValueError(
@@ -176,7 +180,9 @@ class AVB(ParticleEngine):
             prior_for_theta = _log_density(particles, observed=False, detach_values=True)
         inputs = _inputs(x, z)
         self.discriminator.initialize_parameters(inputs, 1)
-        fixed_t = at_least_float32(functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1))
+        fixed_t = at_least_float32(
+            functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1)
+        )
         elbo = (scale * (log_p - log_contrast - fixed_t)).sum() / particles.num_particles
         prior_for_theta = (scale * prior_for_theta).sum() / particles.num_particles
         estimator = elbo + prior_for_theta - prior_for_theta.detach()
@@ -238,7 +244,9 @@ class AVB(ParticleEngine):
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""
         both = self.discriminator(_inputs(torch.cat([x, x]), torch.cat([z, contrast])), 1)  # one pass for both classes
-        from_guide, from_contrast = at_least_float32(both.squeeze(-1)).chunk(2)  # summed in float32 under mixed precision
+        from_guide, from_contrast = at_least_float32(both.squeeze(-1)).chunk(
+            2
+        )  # summed in float32 under mixed precision
         loss = (softplus(-from_guide) + softplus(from_contrast)).sum() / num_particles
         accuracy = 0.5 * ((from_guide > 0).float().mean() + (from_contrast < 0).float().mean())
         return loss, accuracy.detach()
@@ -248,7 +256,9 @@ class AVB(ParticleEngine):
         priors whose latents depend on each other."""
         probe = super().check(model, guide, *args, **kwargs)
         check_has_latents(probe, self.name)
-        check_observes(probe, "avb's discriminator T(x, z) is a function of the observed data; observe the data with obs=")
+        check_observes(
+            probe, "avb's discriminator T(x, z) is a function of the observed data; observe the data with obs="
+        )
         if not self.adaptive_contrast:
             for site, reads in probe.prior_parents.items():
                 if reads:

@@ -102,7 +102,10 @@ class GAN(Engine):
             )
         if not isinstance(discriminator_steps, int) or isinstance(discriminator_steps, bool) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive int, got {discriminator_steps!r}")
-        for option, value, low in [("discriminator_lr", discriminator_lr, 0), ("gradient_penalty", gradient_penalty, None)]:
+        for option, value, low in [
+            ("discriminator_lr", discriminator_lr, 0),
+            ("gradient_penalty", gradient_penalty, None),
+        ]:
             valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not valid or (value <= 0 if low == 0 else value < 0):
                 bound = "positive" if low == 0 else "non-negative"
@@ -132,8 +135,14 @@ class GAN(Engine):
 
     def _real_and_fake(self, model, args, kwargs):
         """Rows of the observed arguments and of a reparameterized dream in their place, ``(batch, features)``."""
-        dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True,
-                            without_dreams=GAN_WITHOUT_DREAMS)
+        dreamed = dream(
+            model,
+            args,
+            kwargs,
+            data_arguments=self.data_arguments,
+            reparameterized=True,
+            without_dreams=GAN_WITHOUT_DREAMS,
+        )
         keys = sorted(dreamed.data_arguments.values(), key=str)
         return _rows(args, kwargs, keys), _rows(dreamed.args, dreamed.kwargs, keys)
 
@@ -175,7 +184,9 @@ class GAN(Engine):
         else:
             logits = functional_call(self.discriminator, parameters, inputs)
         if logits.shape != (len(rows), 1):
-            raise ValueError(f"gan's discriminator must map (batch, features) to (batch, 1), gave {tuple(logits.shape)}")
+            raise ValueError(
+                f"gan's discriminator must map (batch, features) to (batch, 1), gave {tuple(logits.shape)}"
+            )
         return at_least_float32(logits.squeeze(-1))
 
     def _initialize(self, real):
@@ -221,14 +232,22 @@ class GAN(Engine):
                 )
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
             with torch.no_grad():
-                dreamed = dream(model, args, kwargs, data_arguments=self.data_arguments, reparameterized=True,
-                            without_dreams=GAN_WITHOUT_DREAMS)
+                dreamed = dream(
+                    model,
+                    args,
+                    kwargs,
+                    data_arguments=self.data_arguments,
+                    reparameterized=True,
+                    without_dreams=GAN_WITHOUT_DREAMS,
+                )
         keys = sorted(dreamed.data_arguments.values(), key=str)
         self._initialize(_rows(args, kwargs, keys))
         return probe
 
     def options(self):
-        discriminator = self.discriminator.hidden if isinstance(self.discriminator, LazyMLP) else type(self.discriminator).__name__
+        discriminator = (
+            self.discriminator.hidden if isinstance(self.discriminator, LazyMLP) else type(self.discriminator).__name__
+        )
         return {
             "discriminator": discriminator,
             "discriminator_steps": self.discriminator_steps,

@@ -83,9 +83,7 @@ class IWAE(ParticleEngine):
         path = torch.autograd.grad((squared * weights.model).sum(), leaves, retain_graph=True, allow_unused=True)
         guide_values = {site["name"]: site["value"] for site in particles.sites(particles.guide_trace)}
         path_term = sum(
-            (grad * guide_values[site["name"]]).sum()
-            for site, grad in zip(latents, path)
-            if grad is not None
+            (grad * guide_values[site["name"]]).sum() for site, grad in zip(latents, path) if grad is not None
         )
         fixed_guide = guide_log_density(particles, detach_params=True)
         return model_term + path_term - (squared * fixed_guide).sum()

@@ -72,7 +72,9 @@ class NVIL(ParticleEngine):
         if baseline is not None and not (
             isinstance(baseline, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in baseline)
         ):
-            raise ValueError(f"baseline must be a sequence of hidden layer sizes (e.g. (100,)) or None, got {baseline!r}")
+            raise ValueError(
+                f"baseline must be a sequence of hidden layer sizes (e.g. (100,)) or None, got {baseline!r}"
+            )
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         self.baseline = LazyMLP(baseline, owner="nvil's baseline") if baseline is not None else None
@@ -105,7 +107,8 @@ class NVIL(ParticleEngine):
         downstream = self._downstream_sites(particles, (tuple(model_terms), tuple(scores)))
         zeros = particles.zeros()
         return [
-            sum((model_terms[n] for n in downstream.model[s]), zeros) - sum((guide_terms[n] for n in downstream.guide[s]), zeros)
+            sum((model_terms[n] for n in downstream.model[s]), zeros)
+            - sum((guide_terms[n] for n in downstream.guide[s]), zeros)
             for s in scores
         ]
 

@@ -91,4 +91,3 @@ class SVI(ParticleEngine):
 
     def options(self):
         return {**super().options(), "analytic_kl": self.analytic_kl, "stl": self.stl}
-

@@ -155,7 +155,9 @@ class LDA(PyroModule):
         words, mask = _check_tokens(tokens, self.num_words)
         log_topics = log_softmax(self.topic_logits, -1)
         with pyro.plate("documents", tokens.shape[0], dim=-2):
-            theta = pyro.sample("theta", dist.Dirichlet(tokens.new_full((self.num_topics,), self.alpha, dtype=log_topics.dtype)))
+            theta = pyro.sample(
+                "theta", dist.Dirichlet(tokens.new_full((self.num_topics,), self.alpha, dtype=log_topics.dtype))
+            )
             with pyro.plate("tokens", tokens.shape[1], dim=-1), pyro.poutine.mask(mask=mask):
                 topic = pyro.sample("topic", dist.Categorical(theta))
                 pyro.sample("word", WordOfTopic(log_topics, topic), obs=words)

@@ -59,9 +59,9 @@ class SigmoidBeliefNet(PyroModule):
         self.hidden = tuple(hidden)
         sizes = (observed, *layers)
         self.prior_logits = nn.Parameter(torch.zeros(layers[-1]))
-        # generative[l] maps layer l+1 down to layer l (layer 0 is x); recognition[l] maps layer l up to l+1.
-        self.generative = nn.ModuleList(self._conditional(sizes[l + 1], sizes[l]) for l in range(len(layers)))
-        self.recognition = nn.ModuleList(self._conditional(sizes[l], sizes[l + 1]) for l in range(len(layers)))
+        # generative[i] maps layer i+1 down to layer i (layer 0 is x); recognition[i] maps layer i up to i+1.
+        self.generative = nn.ModuleList(self._conditional(sizes[i + 1], sizes[i]) for i in range(len(layers)))
+        self.recognition = nn.ModuleList(self._conditional(sizes[i], sizes[i + 1]) for i in range(len(layers)))
 
     def _conditional(self, n_in, n_out):
         if self.nonlinear:
@@ -71,14 +71,14 @@ class SigmoidBeliefNet(PyroModule):
     @property
     def latent_names(self):
         """Site names from the data upwards: ``("h1", ..., "hL")``."""
-        return tuple(f"h{l}" for l in range(1, len(self.layers) + 1))
+        return tuple(f"h{i}" for i in range(1, len(self.layers) + 1))
 
     def model(self, x):
         self._check_data(x)
         with pyro.plate("data", x.shape[0]):
             h = pyro.sample(self.latent_names[-1], dist.Bernoulli(logits=self.prior_logits).to_event(1))
-            for l in reversed(range(1, len(self.layers))):
-                h = pyro.sample(self.latent_names[l - 1], dist.Bernoulli(logits=self.generative[l](h)).to_event(1))
+            for i in reversed(range(1, len(self.layers))):
+                h = pyro.sample(self.latent_names[i - 1], dist.Bernoulli(logits=self.generative[i](h)).to_event(1))
             pyro.sample("x", self.observation(h).to_event(1), obs=x)
 
     def guide(self, x):
@@ -97,8 +97,8 @@ class SigmoidBeliefNet(PyroModule):
         """Mean images ``E[x | h_1]`` for h drawn ancestrally from the model."""
         device = device or self.prior_logits.device
         h = torch.bernoulli(torch.sigmoid(self.prior_logits).expand(num_samples, -1).to(device))
-        for l in reversed(range(1, len(self.layers))):
-            h = torch.bernoulli(torch.sigmoid(self.generative[l](h)))
+        for i in reversed(range(1, len(self.layers))):
+            h = torch.bernoulli(torch.sigmoid(self.generative[i](h)))
         return self.observation(h).mean
 
     @torch.no_grad()

@@ -88,7 +88,9 @@ class VAE(PyroModule):
                 raise ValueError(f"scale must be a finite positive number, got {scale!r}")
             self.log_scale = nn.Parameter(torch.tensor(math.log(scale)), requires_grad=bool(learn_scale))
         elif scale != 1.0 or not learn_scale:
-            raise ValueError("scale and learn_scale set the Gaussian likelihood's σ; give them with likelihood='gaussian'")
+            raise ValueError(
+                "scale and learn_scale set the Gaussian likelihood's σ; give them with likelihood='gaussian'"
+            )
 
     def model(self, x):
         self._check_data(x)

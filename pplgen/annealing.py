@@ -108,7 +108,13 @@ def _anneal(target, betas, leapfrog_steps, step_size, target_acceptance):
             break
         state = _State(u, log_prior, log_lik, grad_prior, grad_lik)
         state, accepted = _hmc(target, state, beta, step, leapfrog_steps)
-        u, log_prior, log_lik, grad_prior, grad_lik = state.u, state.log_prior, state.log_lik, state.grad_prior, state.grad_lik
+        u, log_prior, log_lik, grad_prior, grad_lik = (
+            state.u,
+            state.log_prior,
+            state.log_lik,
+            state.grad_prior,
+            state.grad_lik,
+        )
         step = torch.where(accepted.mean(0) > target_acceptance, step * 1.02, step / 1.02)
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 

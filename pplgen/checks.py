@@ -110,7 +110,9 @@ def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, need
     vectorized_error = _particles_error(model, guide, args, kwargs, plate_nesting, vectorized=True)
     if vectorized_error is None:
         return True
-    failure = f"the programs fail on particles drawn at once, in a plate at dim {-plate_nesting - 1} ({vectorized_error})"
+    failure = (
+        f"the programs fail on particles drawn at once, in a plate at dim {-plate_nesting - 1} ({vectorized_error})"
+    )
     if needs_vectorized is not None:
         raise UnsupportedModelError(
             f"{failure}, and {engine_name} with {needs_vectorized} needs them: write every batch dim inside a "

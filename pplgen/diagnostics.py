@@ -257,7 +257,14 @@ def compare(vi, reference, *, var_names=None, max_panels=12):
     rows, samples = [], []
     for name in names:
         for label, a, b in _scalar_marginals(vi.posterior[name], reference.posterior[name]):
-            rows.append({"parameter": label, **_summary("vi", a), **_summary("nuts", b), "wasserstein": wasserstein_distance(a, b)})
+            rows.append(
+                {
+                    "parameter": label,
+                    **_summary("vi", a),
+                    **_summary("nuts", b),
+                    "wasserstein": wasserstein_distance(a, b),
+                }
+            )
             samples.append((label, a, b))
     table = pandas.DataFrame(rows).set_index("parameter")
     panels = samples[:max_panels]
@@ -291,7 +298,13 @@ def _chain(values):
 
 def _summary(prefix, values):
     q05, q50, q95 = np.quantile(values, [0.05, 0.5, 0.95])
-    return {f"{prefix}_mean": values.mean(), f"{prefix}_sd": values.std(), f"{prefix}_q05": q05, f"{prefix}_q50": q50, f"{prefix}_q95": q95}
+    return {
+        f"{prefix}_mean": values.mean(),
+        f"{prefix}_sd": values.std(),
+        f"{prefix}_q05": q05,
+        f"{prefix}_q50": q50,
+        f"{prefix}_q95": q95,
+    }
 
 
 def _scalar_marginals(a, b):
@@ -318,7 +331,9 @@ def _numpyro_obstacle(model, args, kwargs):
     try:
         with pyro_backend("numpy"):
             with numpyro.handlers.seed(rng_seed=0):
-                trace = numpyro.handlers.trace(model).get_trace(*_as_arrays(args, jnp), **dict(zip(kwargs, _as_arrays(kwargs.values(), jnp))))
+                trace = numpyro.handlers.trace(model).get_trace(
+                    *_as_arrays(args, jnp), **dict(zip(kwargs, _as_arrays(kwargs.values(), jnp)))
+                )
     except Exception as error:  # any failure of a foreign program under NumPyro means: use Pyro's NUTS
         return f"running it under NumPyro raised {type(error).__name__}: {error}"
     if not any(site["type"] == "sample" and not site["is_observed"] for site in trace.values()):
@@ -333,9 +348,17 @@ def _numpyro_reference(model, args, kwargs, num_warmup, num_samples, num_chains,
     from pyroapi import pyro_backend
 
     with pyro_backend("numpy"):
-        mcmc = MCMC(NUTS(model), num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                    chain_method="vectorized", progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(seed), *_as_arrays(args, jnp), **dict(zip(kwargs, _as_arrays(kwargs.values(), jnp))))
+        mcmc = MCMC(
+            NUTS(model),
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            chain_method="vectorized",
+            progress_bar=False,
+        )
+        mcmc.run(
+            jax.random.PRNGKey(seed), *_as_arrays(args, jnp), **dict(zip(kwargs, _as_arrays(kwargs.values(), jnp)))
+        )
     posterior = {name: np.asarray(value) for name, value in mcmc.get_samples(group_by_chain=True).items()}
     return az.from_dict(posterior=posterior, dims=dims, coords=coords or {}, attrs={"inference_library": "numpyro"})
 

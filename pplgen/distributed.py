@@ -81,7 +81,9 @@ def sum_gradients(params):
         by_dtype.setdefault(p.dtype, []).append(p)
     for group in by_dtype.values():
         reached = torch.tensor([p.grad is not None for p in group], dtype=group[0].dtype, device=group[0].device)
-        flat = torch.cat([reached] + [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+        flat = torch.cat(
+            [reached] + [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group]
+        )
         all_reduce_sum_(flat)
         sizes = [p.numel() for p in group]
         for p, was_reached, grad in zip(group, flat[: len(group)].tolist(), flat[len(group) :].split(sizes)):
@@ -93,8 +95,7 @@ def shard(batch, index, count):
     other arguments are passed whole. Shards are contiguous and differ in size by at most one row."""
     rows = len(batch[0])
     return tuple(
-        a.tensor_split(count)[index] if isinstance(a, torch.Tensor) and a.dim() and len(a) == rows else a
-        for a in batch
+        a.tensor_split(count)[index] if isinstance(a, torch.Tensor) and a.dim() and len(a) == rows else a for a in batch
     )
 
 

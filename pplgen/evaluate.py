@@ -80,7 +80,11 @@ class _Scorer:
     """Log-weights of particle chunks for batches of data, after checking the pair once."""
 
     def __init__(self, model, guide, data, *, num_samples, batch_size, particle_chunk):
-        for name, value in [("num_samples", num_samples), ("batch_size", batch_size), ("particle_chunk", particle_chunk)]:
+        for name, value in [
+            ("num_samples", num_samples),
+            ("batch_size", batch_size),
+            ("particle_chunk", particle_chunk),
+        ]:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(data, torch.Tensor):

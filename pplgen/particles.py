@@ -185,7 +185,9 @@ def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nest
     if latents not in ("pathwise", "detached"):
         raise ValueError(f"particles drawn one run at a time cannot keep latents={latents!r}")
     runs = [
-        sample_particles(model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents=latents)
+        sample_particles(
+            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents=latents
+        )
         for _ in range(num_particles)
     ]
     return Particles(
@@ -366,7 +368,9 @@ def leave_one_out_log_mean_exp(log_values):
         raise ValueError(f"the leave-one-out estimate needs at least 2 particles, got {count}")
     others_mean = (log_values.sum(0, keepdim=True) - log_values) / (count - 1)
     # Row k of ``swapped`` is v with its k-th entry replaced by the mean of the others.
-    eye = torch.eye(count, dtype=torch.bool, device=log_values.device).reshape(count, count, *[1] * (log_values.dim() - 1))
+    eye = torch.eye(count, dtype=torch.bool, device=log_values.device).reshape(
+        count, count, *[1] * (log_values.dim() - 1)
+    )
     swapped = torch.where(eye, others_mean.unsqueeze(1), log_values.unsqueeze(0))
     return log_mean_exp(swapped, dim=1)
 
@@ -407,9 +411,7 @@ def _with_parameters(fn, transform):
             return base.to_event(fn.reinterpreted_batch_ndims)
         return base.expand(fn.batch_shape) if isinstance(fn, dist.ExpandedDistribution) else base.mask(fn._mask)
     given = [
-        name
-        for name in fn.arg_constraints
-        if name in vars(fn) or isinstance(getattr(type(fn), name, None), property)
+        name for name in fn.arg_constraints if name in vars(fn) or isinstance(getattr(type(fn), name, None), property)
     ]
     for group in _ALTERNATIVE_PARAMETERS:
         present = [name for name in group if name in given]
@@ -418,8 +420,9 @@ def _with_parameters(fn, transform):
         return None
     params = {name: getattr(fn, name) for name in given}
     try:
-        rebuilt = type(fn)(**{k: transform(v) if isinstance(v, torch.Tensor) else v for k, v in params.items()},
-                           validate_args=False)
+        rebuilt = type(fn)(
+            **{k: transform(v) if isinstance(v, torch.Tensor) else v for k, v in params.items()}, validate_args=False
+        )
     except (TypeError, ValueError):  # constructor arguments beyond the parameters (LKJCholesky's dim, ...)
         return None
     if rebuilt.batch_shape != fn.batch_shape or rebuilt.event_shape != fn.event_shape:  # e.g. Delta's event_dim

@@ -47,7 +47,9 @@ def plot_losses(history, evaluations, path, *, title="training"):
     axes.plot(steps, _smooth(losses, window), color="tab:blue", linewidth=1.8, label=f"moving average ({window} steps)")
     if history and "discriminator_loss" in history[0]:
         critic = [row["discriminator_loss"] / row["batch_size"] for row in history]
-        axes.plot(steps, _smooth(critic, window), color="tab:green", linewidth=1.8, label="discriminator loss per datum")
+        axes.plot(
+            steps, _smooth(critic, window), color="tab:green", linewidth=1.8, label="discriminator loss per datum"
+        )
     if evaluations:
         axes.plot(
             [row["step"] for row in evaluations],
@@ -109,9 +111,7 @@ def _as_square_images(images):
     if images.ndim == 2:
         side = math.isqrt(images.shape[1])
         if side * side != images.shape[1]:
-            raise ValueError(
-                f"flattened images of size {images.shape[1]} are not square; pass them as (N, H, W)"
-            )
+            raise ValueError(f"flattened images of size {images.shape[1]} are not square; pass them as (N, H, W)")
         images = images.reshape(len(images), side, side)
     if images.ndim != 3 or len(images) == 0:
         raise ValueError(f"expected a non-empty stack of images (N, H, W) or (N, H*W), got shape {images.shape}")

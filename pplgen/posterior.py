@@ -60,7 +60,9 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
     kwargs = kwargs or {}
     probe = probe_pair(model, guide, args, kwargs)
-    check_explicit_guide(probe, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)")
+    check_explicit_guide(
+        probe, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)"
+    )
     nesting = probe.max_plate_nesting
     particles = sample_particles(model, guide, args, kwargs, num_particles=num_samples, max_plate_nesting=nesting)
     draws = PosteriorDraws(NamedDraws(), NamedDraws(), NamedDraws(), NamedDraws(), _total_log_weights(particles))
@@ -76,7 +78,9 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
         if predictive is not None:
             draws.posterior_predictive.add(site["name"], *named_value(site, predictive, nesting, draws=num_samples))
         log_likelihood = site_log_prob(site)
-        draws.log_likelihood.add(site["name"], *named_value(site, log_likelihood, nesting, draws=num_samples, event=False))
+        draws.log_likelihood.add(
+            site["name"], *named_value(site, log_likelihood, nesting, draws=num_samples, event=False)
+        )
         draws.observed_data.add(site["name"], *named_value(site, site["value"], nesting, draws=None))
     return draws
 
@@ -87,7 +91,9 @@ def named_value(site, value, nesting, *, draws, event=True):
     event_dim = site["fn"].event_dim if event else 0
     batch_ndim = nesting + (draws is not None)
     value = value.reshape((1,) * (batch_ndim + event_dim - value.dim()) + value.shape)
-    plates = {frame.dim: frame.name for frame in site["cond_indep_stack"] if frame.vectorized and frame.name != PARTICLE_PLATE}
+    plates = {
+        frame.dim: frame.name for frame in site["cond_indep_stack"] if frame.vectorized and frame.name != PARTICLE_PLATE
+    }
     names, index = [], []
     for position in range(batch_ndim):
         dim = position - batch_ndim
@@ -122,4 +128,3 @@ def _total_log_weights(particles):
     weights = log_weights(particles)
     total = weights.scale * weights.log_weights
     return total.reshape(total.shape[0], -1).sum(-1)
-

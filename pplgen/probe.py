@@ -87,7 +87,10 @@ class Probe:
                 for frame in site["cond_indep_stack"]:
                     if frame.name != PARTICLE_PLATE:
                         plates[frame.name] = Plate(
-                            frame.name, frame.dim if frame.vectorized else None, frame.full_size or frame.size, frame.size
+                            frame.name,
+                            frame.dim if frame.vectorized else None,
+                            frame.full_size or frame.size,
+                            frame.size,
                         )
         return plates
 
@@ -150,4 +153,3 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None, check=True
     if check:
         check_pair(probe)
     return probe
-

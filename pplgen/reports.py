@@ -33,8 +33,9 @@ from pplgen.files import write_atomically
 from pplgen.training import fit
 
 
-def image_report(model, engine, x_train, x_test, out, *, config, label, test_samples=5000, test_ais_options=None,
-                 **fit_options):
+def image_report(
+    model, engine, x_train, x_test, out, *, config, label, test_samples=5000, test_ais_options=None, **fit_options
+):
     """Fit an image model (:mod:`pplgen.models`: ``VAE``, ``SigmoidBeliefNet``, ...) on ``x_train`` and write the
     run folder ``out``: ``checkpoint.pt`` (every epoch), then ``metrics.json`` (``config`` with what the run
     resolved, the losses per epoch, the evaluations and the test scores by ``test_samples`` importance samples,
@@ -53,7 +54,9 @@ def image_report(model, engine, x_train, x_test, out, *, config, label, test_sam
     x_test = x_test.to(device)
     where = str(device) if world_size() == 1 else f"{world_size()} processes on {device.type}"
     config = {**config, "engine_options": result.engine.options(), "device": where, "out": str(out)}
-    record = _record(config, result, _test_scores(model, result.guide, x_test, test_samples, test_ais_options), wall_time)
+    record = _record(
+        config, result, _test_scores(model, result.guide, x_test, test_samples, test_ais_options), wall_time
+    )
     if rank() == 0:
         _write_figures(out, model, result, x_test, label)
         write_json(out / "metrics.json", record)
@@ -138,8 +141,9 @@ def image_summary(record):
             f"  {record['steps']} steps in {record['wall_time_s']:.1f} s on {config['device']}",
             f"  test log-likelihood {test['log_likelihood']:.2f} nats "
             f"({test['num_images']} images of {config['data']}/{config['split_test']}, by {test['estimator']})",
-            f"  test ELBO           {test['elbo']:.2f} nats" if test["elbo"] is not None else
-            f"  test ELBO           none ({'no guide' if 'no guide' in test['estimator'] else 'implicit guide'})",
+            f"  test ELBO           {test['elbo']:.2f} nats"
+            if test["elbo"] is not None
+            else f"  test ELBO           none ({'no guide' if 'no guide' in test['estimator'] else 'implicit guide'})",
             f"  run folder: {config['out']}",
         ]
     )
@@ -173,10 +177,19 @@ def posterior_report(
     khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
     write_atomically(out / "posterior.nc", posterior.to_netcdf)
     structure.draw(structure.graph(model.model, *arguments), out / "graph.png", title="model structure")
-    plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
+    plots.plot_losses(
+        result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}"
+    )
     record = {
-        "config": {"model": type(model).__name__, "engine": result.engine.name, "engine_options": result.engine.options(),
-                   "steps": steps, "lr": lr, "seed": seed, "num_samples": num_samples},
+        "config": {
+            "model": type(model).__name__,
+            "engine": result.engine.name,
+            "engine_options": result.engine.options(),
+            "steps": steps,
+            "lr": lr,
+            "seed": seed,
+            "num_samples": num_samples,
+        },
         "final_loss": result.history[-1]["loss"],
         "khat": khat.khat,
         "khat_reading": khat.reading,
@@ -196,7 +209,9 @@ def posterior_report(
     return record
 
 
-def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True):
+def topic_report(
+    model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True
+):
     """Fit a topic model (:mod:`pplgen.models.lda`) on ``train`` (a :class:`~pplgen.data.Corpus`) and write
     the run folder ``out``: ``metrics.json`` (held-out perplexity beside the uniform and unigram
     baselines, NPMI coherence per topic on ``test``, top words, PSIS k̂ of the guide on the held-out
@@ -209,7 +224,15 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
         model.initialize_background(train.counts)
     start = time.perf_counter()
     result = fit(
-        model, engine, getattr(train, field), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, accelerator="cpu", progress=progress
+        model,
+        engine,
+        getattr(train, field),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        accelerator="cpu",
+        progress=progress,
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -222,8 +245,16 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
     words = topics.top_words(model.topic_words(), train.vocabulary, 10)
     coherence = topics.npmi_coherence(model.topic_words(), test.counts)
     record = {
-        "config": {"model": type(model).__name__, "engine": result.engine.name, "engine_options": result.engine.options(),
-                   "num_topics": model.num_topics, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "config": {
+            "model": type(model).__name__,
+            "engine": result.engine.name,
+            "engine_options": result.engine.options(),
+            "num_topics": model.num_topics,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+        },
         "steps": result.trainer.num_steps,
         "fit_wall_time_s": fit_seconds,
         "seconds_per_epoch": fit_seconds / epochs,
@@ -240,6 +271,8 @@ def topic_report(model, engine, train, test, out, *, epochs=200, batch_size=32, 
     lines = [f"{i:>2}  npmi {row['npmi']:+.3f}  {' '.join(row['top_words'])}" for i, row in enumerate(record["topics"])]
     write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
     structure.draw(structure.graph(model.model, getattr(test, field)[:2]), out / "graph.png", title="model structure")
-    plots.plot_losses(result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}")
+    plots.plot_losses(
+        result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}"
+    )
     write_json(out / "metrics.json", record)
     return record

@@ -62,8 +62,15 @@ def draw(structure, path=None, *, title=None):
     }
     colors = ["0.75" if data["observed"] else "white" for _, data in structure.nodes(data=True)]
     nx.draw_networkx(
-        structure, positions, ax=axis, labels=labels, node_color=colors, edgecolors="black",
-        node_size=3200, font_size=8, arrowsize=15,
+        structure,
+        positions,
+        ax=axis,
+        labels=labels,
+        node_color=colors,
+        edgecolors="black",
+        node_size=3200,
+        font_size=8,
+        arrowsize=15,
     )
     axis.set_axis_off()
     axis.margins(0.2)

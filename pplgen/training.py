@@ -133,7 +133,11 @@ class Trainer:
         self.roles = parameter_roles(probe, self.model, self.guide, self.engine)
         self.store_params = probe.store_params
         groups = [
-            {"params": params, "role": role, **({"lr": self.learning_rates[role]} if role in self.learning_rates else {})}
+            {
+                "params": params,
+                "role": role,
+                **({"lr": self.learning_rates[role]} if role in self.learning_rates else {}),
+            }
             for role, params in self.roles.items()
             if params
         ]
@@ -280,7 +284,9 @@ class FitResult:
 
     def metric(self, name):
         """One metric over the steps, per datum when it is a batch total."""
-        return [row[name] / row["batch_size"] if name in ("loss", "elbo", "bound") else row[name] for row in self.history]
+        return [
+            row[name] / row["batch_size"] if name in ("loss", "elbo", "bound") else row[name] for row in self.history
+        ]
 
 
 @dataclass
@@ -380,9 +386,15 @@ def fit(
     _check_duration(epochs, steps)
     _check_checkpoint(checkpoint, resume, overwrite)
     fabric = _launch(accelerator, devices, strategy, precision)  # the Trainer applies the precision
-    batches = _WholeArguments(data, fabric.device) if isinstance(data, tuple) else _Batches(data, batch_size, seed, fabric.device)
+    batches = (
+        _WholeArguments(data, fabric.device)
+        if isinstance(data, tuple)
+        else _Batches(data, batch_size, seed, fabric.device)
+    )
     batches.check_shardable(world_size())
-    valid_data = None if valid_data is None else _checked_tensor(valid_data, "valid_data", world_size()).to(fabric.device)
+    valid_data = (
+        None if valid_data is None else _checked_tensor(valid_data, "valid_data", world_size()).to(fabric.device)
+    )
     for module in owning_modules(model, guide):
         module.to(fabric.device)
     engine.to(fabric.device)
@@ -441,7 +453,9 @@ def _train(result, batches, schedule, plan, epoch, skip):
     """The steps from ``(epoch, skip)`` on, each epoch closed by :func:`_end_of_epoch`."""
     trainer = result.trainer
     num_epochs = math.ceil(plan.total_steps / len(batches))
-    bar = tqdm(total=plan.total_steps, initial=trainer.num_steps, disable=not plan.progress, desc=f"fit {result.engine.name}")
+    bar = tqdm(
+        total=plan.total_steps, initial=trainer.num_steps, disable=not plan.progress, desc=f"fit {result.engine.name}"
+    )
     try:
         while epoch < num_epochs and trainer.num_steps < plan.total_steps:
             batch_index = len(batches)
@@ -450,7 +464,9 @@ def _train(result, batches, schedule, plan, epoch, skip):
                     batch_index = index
                     break
                 metrics = _step(trainer, batch, plan.data_plates, result.checkpoint)
-                result.history.append({"step": trainer.num_steps, "epoch": epoch, "batch_size": _batch_size(batch), **metrics})
+                result.history.append(
+                    {"step": trainer.num_steps, "epoch": epoch, "batch_size": _batch_size(batch), **metrics}
+                )
                 bar.update()
                 if trainer.num_steps % 10 == 0:
                     bar.set_postfix(loss=f"{metrics['loss'] / _batch_size(batch):.3f}")
@@ -468,12 +484,16 @@ def _train(result, batches, schedule, plan, epoch, skip):
 def _step(trainer, batch, plates, checkpoint):
     """One step on this rank's shard of ``batch``, scaled so that the ranks' objectives sum to the batch's."""
     mine = shard(batch, rank(), world_size())
-    scale = ShardScale(plates, _batch_size(mine), _batch_size(batch), world_size()) if world_size() > 1 else nullcontext()
+    scale = (
+        ShardScale(plates, _batch_size(mine), _batch_size(batch), world_size()) if world_size() > 1 else nullcontext()
+    )
     try:
         with scale:
             return trainer.step(*mine)
     except NonFiniteLossError as error:
-        note = f" The last checkpoint, {checkpoint}, is intact." if checkpoint is not None and checkpoint.exists() else ""
+        note = (
+            f" The last checkpoint, {checkpoint}, is intact." if checkpoint is not None and checkpoint.exists() else ""
+        )
         raise NonFiniteLossError(f"{error}{note}") from None
 
 
@@ -745,7 +765,9 @@ def _check_data(model, first, whole):
         try:
             trace = poutine.trace(model).get_trace(*first)
         except (ValueError, RuntimeError, TypeError, IndexError, NotImplementedError) as error:
-            raise ValueError(f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}") from error
+            raise ValueError(
+                f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}"
+            ) from error
     observations = [site for site in trace.nodes.values() if is_sample_site(site) and is_observation(site)]
     if not observations:
         raise ValueError(
@@ -801,8 +823,6 @@ def _checked_tensor(data, name, processes=1):
                 "remove or impute them before fitting."
             )
     return data
-
-
 
 
 def _learning_rates(lr):

@@ -47,9 +47,9 @@ class LinearGaussian(PyroModule):
         """Exact ELBO per datum, differentiable in θ and φ."""
         m, s = self.a * x + self.c, self.log_s.exp()
         log_prior = -0.5 * math.log(2 * math.pi) - 0.5 * ((m - self.mu0) ** 2 + s**2)
-        log_lik = -0.5 * math.log(2 * math.pi * self.sigma**2) - (
-            (x - self.w * m - self.b) ** 2 + self.w**2 * s**2
-        ) / (2 * self.sigma**2)
+        log_lik = -0.5 * math.log(2 * math.pi * self.sigma**2) - ((x - self.w * m - self.b) ** 2 + self.w**2 * s**2) / (
+            2 * self.sigma**2
+        )
         entropy = 0.5 * torch.log(2 * math.pi * math.e * s**2)
         return (log_prior + log_lik + entropy).sum(-1)
 

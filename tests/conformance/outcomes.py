@@ -84,7 +84,9 @@ def markdown_table():
         "|---|" + "---|" * len(ENGINES),
     ]
     for entry in accepted:
-        cells = ["trains" if expected(entry.name, e) is None else f"refused: {expected(entry.name, e)}" for e in ENGINES]
+        cells = [
+            "trains" if expected(entry.name, e) is None else f"refused: {expected(entry.name, e)}" for e in ENGINES
+        ]
         lines.append(f"| `{entry.name}` | " + " | ".join(cells) + " |")
     trains = [sum(expected(entry.name, e) is None for entry in accepted) for e in ENGINES]
     lines.append("| **trains** | " + " | ".join(f"**{n} / {len(accepted)}**" for n in trains) + " |")

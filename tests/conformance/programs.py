@@ -20,9 +20,9 @@ Data and network weights come from a ``torch.Generator`` seeded inside each
 builder: building a program never draws from the global RNG.
 """
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import pyro
 import pyro.distributions as dist

@@ -27,10 +27,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pplgen.inference import get
 from programs import PROGRAMS
 from pyro.infer import RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceGraph_ELBO
 
+from pplgen.inference import get
 from pplgen.roles import parameter_roles
 
 REPLICATES = 200
@@ -91,14 +91,18 @@ def global_discrete_and_local():
     x = torch.tensor([0.3, 2.1, 1.4, -0.2])
 
     def model(x):
-        on = pyro.sample("on", dist.Bernoulli(pyro.param("prior_on", torch.tensor(0.4), constraint=dist.constraints.unit_interval)))
+        on = pyro.sample(
+            "on", dist.Bernoulli(pyro.param("prior_on", torch.tensor(0.4), constraint=dist.constraints.unit_interval))
+        )
         shift = pyro.param("shift", torch.tensor(1.5))
         with pyro.plate("data", len(x)):
             z = pyro.sample("z", dist.Normal(pyro.param("mu", torch.tensor(0.2)), 1.0))
             pyro.sample("x", dist.Normal(z + on * shift, 0.7), obs=x)
 
     def guide(x):
-        pyro.sample("on", dist.Bernoulli(pyro.param("q_on", torch.tensor(0.6), constraint=dist.constraints.unit_interval)))
+        pyro.sample(
+            "on", dist.Bernoulli(pyro.param("q_on", torch.tensor(0.6), constraint=dist.constraints.unit_interval))
+        )
         with pyro.plate("data", len(x)):
             pyro.sample("z", dist.Normal(pyro.param("z_loc", torch.zeros(len(x))), 0.8))
 
@@ -164,7 +168,9 @@ def mean_gradients(estimate, params, seed):
     for _ in range(REPLICATES):
         value = estimate()
         grads = torch.autograd.grad(value, params, allow_unused=True) if value.requires_grad else [None] * len(params)
-        samples.append(torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(params, grads)]))
+        samples.append(
+            torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten() for p, g in zip(params, grads)])
+        )
     samples = torch.stack(samples).double()
     return samples.mean(0), samples.std(0) / REPLICATES**0.5
 
@@ -239,7 +245,12 @@ def _renyi_surrogate(elbo, model, guide, *args, **kwargs):
 @pytest.mark.parametrize("name", RWS_SHAPES)
 def test_rws_model_update_matches_reweighted_wake_sleep(name):
     pyro_rws = ReweightedWakeSleep(num_particles=3, vectorize_particles=True, insomnia=1.0)
-    compare(name, get("rws", num_particles=3), lambda model, guide, *a, **k: pyro_rws._loss(model, guide, a, k)[0], role="model")
+    compare(
+        name,
+        get("rws", num_particles=3),
+        lambda model, guide, *a, **k: pyro_rws._loss(model, guide, a, k)[0],
+        role="model",
+    )
 
 
 def test_a_wrong_estimator_fails_the_comparison():

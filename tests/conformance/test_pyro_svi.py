@@ -24,7 +24,11 @@ def function_program(engine):
 def module_program(engine):
     """pplgen's model families: modules whose bound methods are the programs."""
     x = torch.bernoulli(torch.full((5, 6), 0.5), generator=torch.Generator().manual_seed(0))
-    family = VAE(data_dim=6, latent_dim=2, hidden=(4,)) if engine.reparameterized else SigmoidBeliefNet(layers=(3,), observed=6)
+    family = (
+        VAE(data_dim=6, latent_dim=2, hidden=(4,))
+        if engine.reparameterized
+        else SigmoidBeliefNet(layers=(3,), observed=6)
+    )
     return family.model, family.guide, (x,), {}
 
 
@@ -41,7 +45,7 @@ def test_pyro_svi_steps_every_engine_and_its_helpers(name, programs):
     assert torch.isfinite(torch.tensor(loss))
     moved = {key for key, value in pyro.get_param_store().items() if not torch.equal(value.detach(), before[key])}
     assert moved, "Pyro's optimizer moved no parameter"
-    helpers = {key for key in pyro.get_param_store().keys() if key.startswith(f"pplgen.{name}$$$")}
+    helpers = {key for key in pyro.get_param_store() if key.startswith(f"pplgen.{name}$$$")}
     assert helpers == {f"pplgen.{name}$$${n}" for n, _ in engine.named_parameters()}
     assert helpers <= moved
 

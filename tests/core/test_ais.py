@@ -43,7 +43,9 @@ def test_ais_agrees_with_importance_sampling_on_a_trained_vae():
     vae = VAE(latent_dim=5, hidden=(64,))
     pplgen.fit(vae, "svi", digits[:1000], steps=300, batch_size=100, lr=3e-3, progress=False)
     held_out = digits[-20:]
-    difference = ais(vae, held_out, num_steps=100, num_chains=8).mean() - log_likelihood(vae, held_out, num_samples=2000).mean()
+    difference = (
+        ais(vae, held_out, num_steps=100, num_chains=8).mean() - log_likelihood(vae, held_out, num_samples=2000).mean()
+    )
     assert difference.abs() < 1.5
 
 

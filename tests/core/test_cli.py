@@ -264,7 +264,10 @@ def test_missing_command_is_a_usage_error(capsys):
     [
         (["--help"], ["fit", "COMMAND"]),
         (["fit", "--help"], ["--engine", "--particles", "--eval-samples", "vae", "sbn", "helmholtz", "--layers"]),
-        (["fit", "--help"], ["--phi", "--baseline", "--no-normalize", "default: svi for vae, gan for gan, vimco for sbn"]),
+        (
+            ["fit", "--help"],
+            ["--phi", "--baseline", "--no-normalize", "default: svi for vae, gan for gan, vimco for sbn"],
+        ),
     ],
 )
 def test_help(argv, expected, capsys):
@@ -287,7 +290,15 @@ def test_eight_schools_run_folder_compares_with_nuts(tmp_path):
     command = ["fit", "eight-schools", "--guide", "mean_field", "--parameterization", "centered", "--steps", "30"]
     status, stdout = run([*command, "--compare-nuts", *nuts, "--no-progress", "--out", str(tmp_path)])
     assert status == 0
-    for name in ("posterior.nc", "nuts.nc", "comparison.csv", "comparison.png", "graph.png", "loss.png", "metrics.json"):
+    for name in (
+        "posterior.nc",
+        "nuts.nc",
+        "comparison.csv",
+        "comparison.png",
+        "graph.png",
+        "loss.png",
+        "metrics.json",
+    ):
         assert (tmp_path / name).is_file(), name
     assert not list(tmp_path.glob("*.tmp*"))
     metrics = read_metrics(tmp_path)
@@ -301,7 +312,10 @@ def test_eight_schools_run_folder_compares_with_nuts(tmp_path):
     [
         (["fit", "eight-schools", "--epochs", "2"], "give --steps, not --epochs"),
         (["fit", "eight-schools", "--latent", "3"], "model 'eight-schools' does not take --latent"),
-        (["fit", "multilevel", "--parameterization", "centered"], "model 'multilevel' does not take --parameterization"),
+        (
+            ["fit", "multilevel", "--parameterization", "centered"],
+            "model 'multilevel' does not take --parameterization",
+        ),
         (["fit", "eight-schools", "--guide", "gaussian", "--steps", "1"], "guide must be one of"),
         (["fit", "vae", "--compare-nuts", *TINY], "--compare-nuts applies to eight-schools, multilevel"),
     ],

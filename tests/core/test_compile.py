@@ -3,10 +3,9 @@
 import pyro
 import pytest
 import torch
-
-import pplgen
 from test_precision import small_case
 
+import pplgen
 from pplgen.inference import ENGINES
 
 
@@ -18,6 +17,8 @@ def test_compiled_steps_give_the_eager_losses(name):
     for compiled in (False, True):
         pyro.clear_param_store()
         pair, engine, x = small_case(name)
-        result = pplgen.fit(pair, engine, x, steps=3, batch_size=32, accelerator="cpu", compile=compiled, progress=False)
+        result = pplgen.fit(
+            pair, engine, x, steps=3, batch_size=32, accelerator="cpu", compile=compiled, progress=False
+        )
         losses.append(torch.tensor([row["loss"] for row in result.history]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)

@@ -310,9 +310,7 @@ def test_unknown_name_lists_the_valid_names():
         data.load("cifar")
 
 
-@pytest.mark.parametrize(
-    "name, valid", [("mnist", "train, test, all"), ("binarized-mnist", "train, valid, test")]
-)
+@pytest.mark.parametrize("name, valid", [("mnist", "train, test, all"), ("binarized-mnist", "train, valid, test")])
 def test_bad_split_lists_the_valid_splits(name, valid):
     with pytest.raises(ValueError, match=f"split='validation'.*{valid}"):
         data.load(name, "validation")

@@ -27,7 +27,9 @@ def test_local_signals_lower_the_guide_gradient_variance_only(tmp_path):
     torch.manual_seed(0)
     sbn = SigmoidBeliefNet(layers=(6, 4), observed=12)
     x = torch.rand(20, 12).round()
-    reinforce = gradient_variance(get("nvil", baseline=None, normalize=False, local_signals=False), sbn, x, num_estimates=50)
+    reinforce = gradient_variance(
+        get("nvil", baseline=None, normalize=False, local_signals=False), sbn, x, num_estimates=50
+    )
     local = gradient_variance(get("nvil", baseline=None, normalize=False), sbn, x, num_estimates=50)
     assert local.groups["guide"].variance < reinforce.groups["guide"].variance
     assert torch.allclose(local.groups["model"].variance, reinforce.groups["model"].variance, rtol=0.2)
@@ -42,13 +44,13 @@ def test_groups_by_parameter_name_the_modules_and_the_engine():
 
 
 @pytest.mark.parametrize(
-    "options, message", [({"num_estimates": 1}, "num_estimates must be an int >= 2"), ({"by": "layer"}, "by must be one of")]
+    "options, message",
+    [({"num_estimates": 1}, "num_estimates must be an int >= 2"), ({"by": "layer"}, "by must be one of")],
 )
 def test_bad_options_are_named(options, message):
     sbn = SigmoidBeliefNet(layers=(4,), observed=12)
     with pytest.raises(ValueError, match=message):
         gradient_variance("nvil", sbn, torch.rand(8, 12).round(), **options)
-
 
 
 def test_an_infinite_khat_reads_unreliable(monkeypatch):

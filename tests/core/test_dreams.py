@@ -80,7 +80,10 @@ def test_observing_a_subsample_of_the_argument_is_refused():
 
 @pytest.mark.parametrize(
     "data_arguments, message",
-    [({"y": 0}, "names site 'y', which the model does not observe"), ({"x": 3}, "maps site 'x' to 3, but the model received 1")],
+    [
+        ({"y": 0}, "names site 'y', which the model does not observe"),
+        ({"x": 3}, "maps site 'x' to 3, but the model received 1"),
+    ],
 )
 def test_bad_explicit_mappings_are_named(data_arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -30,8 +30,16 @@ class ExplodesOnSecondStep(torch.optim.SGD):
 def test_an_update_that_makes_a_parameter_non_finite_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(NonFiniteLossError, match=r"step 2: engine 'svi' made model parameter 0 non-finite"):
-        fit(small_vae(), "svi", binary_data(), epochs=3, batch_size=64, optimizer=ExplodesOnSecondStep,
-            checkpoint=path, progress=False)
+        fit(
+            small_vae(),
+            "svi",
+            binary_data(),
+            epochs=3,
+            batch_size=64,
+            optimizer=ExplodesOnSecondStep,
+            checkpoint=path,
+            progress=False,
+        )
     state = torch.load(path, weights_only=True)
     assert state["progress"]["epoch"] == 1
     weights = [v for module in state["trainer"]["modules"].values() for v in module.values() if v.is_floating_point()]
@@ -43,10 +51,18 @@ def test_resume_with_changed_settings_is_refused_by_name(tmp_path, changed):
     path = tmp_path / "checkpoint.pt"
     settings = {"lr": 1e-3, "seed": 0, "batch_size": 16}
     fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False, **settings)
-    (name, value), = changed.items()
+    ((name, value),) = changed.items()
     with pytest.raises(CheckpointError, match=rf"other settings \({name} was .*, now .*{value}"):
-        fit(small_vae(), "svi", binary_data(), epochs=2, checkpoint=path, resume=True, progress=False,
-            **{**settings, **changed})
+        fit(
+            small_vae(),
+            "svi",
+            binary_data(),
+            epochs=2,
+            checkpoint=path,
+            resume=True,
+            progress=False,
+            **{**settings, **changed},
+        )
 
 
 def test_an_existing_checkpoint_is_not_replaced_without_resume_or_overwrite(tmp_path):
@@ -109,7 +125,13 @@ def test_data_of_the_wrong_kind_are_named(data, message):
 
 @pytest.mark.parametrize(
     "option, value",
-    [("accelerator", "bogus"), ("devices", 0), ("strategy", "bogus"), ("precision", "8-true"), ("strategy", "ddp_spawn")],
+    [
+        ("accelerator", "bogus"),
+        ("devices", 0),
+        ("strategy", "bogus"),
+        ("precision", "8-true"),
+        ("strategy", "ddp_spawn"),
+    ],
 )
 def test_a_bogus_device_option_is_named(option, value):
     devices = {"devices": 2} if value == "ddp_spawn" else {}

@@ -1,6 +1,7 @@
 """The atomic writer: the target holds old or new contents, never half, and no temporary file is left."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ def test_a_write_replaces_the_target_and_flushes_file_and_folder(tmp_path, monke
     monkeypatch.setattr(os, "fsync", lambda descriptor: flushed.append(descriptor) or real_fsync(descriptor))
     target = tmp_path / "metrics.json"
     target.write_text("old")
-    write_atomically(target, lambda temporary: open(temporary, "w").write("new"))
+    write_atomically(target, lambda temporary: Path(temporary).write_text("new"))
     assert target.read_text() == "new"
     assert len(flushed) == 2  # the file, then the folder's entry
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
@@ -24,7 +25,7 @@ def test_a_failed_write_keeps_the_old_contents_and_leaves_nothing(tmp_path):
     target.write_text("old")
 
     def half_then_fail(temporary):
-        open(temporary, "w").write("ha")
+        Path(temporary).write_text("ha")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):

@@ -94,7 +94,9 @@ class BreaksAtStep(SVI):
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     vae = small_vae()
-    with pytest.raises(NonFiniteLossError, match=r"step 6: engine 'svi' .*metric 'elbo' = nan.*checkpoint\.pt, is intact"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"step 6: engine 'svi' .*metric 'elbo' = nan.*checkpoint\.pt, is intact"
+    ):
         fit(vae, BreaksAtStep(at=6), binary_data(), epochs=3, batch_size=16, checkpoint=path, progress=False)
     state = torch.load(path, weights_only=True)
     assert state["progress"] == {"epoch": 1, "skip": 0}
@@ -131,7 +133,9 @@ def plain_guide(x):
 def test_plain_function_programs_are_trained_and_checkpointed(tmp_path):
     x = torch.randn(32, 2) + torch.tensor([2.0, -1.0])
     path = tmp_path / "checkpoint.pt"
-    result = fit(plain_model, "svi", x, guide=plain_guide, epochs=30, batch_size=32, lr=0.05, checkpoint=path, progress=False)
+    result = fit(
+        plain_model, "svi", x, guide=plain_guide, epochs=30, batch_size=32, lr=0.05, checkpoint=path, progress=False
+    )
     roles = result.trainer.roles
     assert len(roles["model"]) == 2 and len(roles["guide"]) == 2
     assert result.history[-1]["loss"] < result.history[0]["loss"] - 10
@@ -164,23 +168,71 @@ def test_short_run_on_linear_gaussian_reaches_exact_evidence():
     "call, error, message",
     [
         (lambda: fit(small_vae(), "svi", [[0.0] * 16], epochs=1), TypeError, "data must be a torch.Tensor .* got list"),
-        (lambda: fit(small_vae(), "svi", torch.full((4, 16), float("nan")), epochs=1), ValueError, "non-finite values .* 4 rows, first at row 0"),
-        (lambda: fit(small_vae(), "svi", torch.ones(4, 10), epochs=1, progress=False), ValueError, r"expects data of shape \(batch, 16\), got \(4, 10\)"),
+        (
+            lambda: fit(small_vae(), "svi", torch.full((4, 16), float("nan")), epochs=1),
+            ValueError,
+            "non-finite values .* 4 rows, first at row 0",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", torch.ones(4, 10), epochs=1, progress=False),
+            ValueError,
+            r"expects data of shape \(batch, 16\), got \(4, 10\)",
+        ),
         (lambda: fit(small_vae(), "svi", binary_data()), ValueError, "give epochs=... or steps=..."),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=0), ValueError, "epochs must be a positive int"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"decoder": 1.0}), ValueError, "lr has unknown roles"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("nan")), ValueError, "lr must be a finite positive number"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("inf")), ValueError, "lr must be a finite positive number"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"guide": -1e-3}), ValueError, r"lr\['guide'\] must be a finite positive"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"model": True}), ValueError, r"lr\['model'\] must be a finite positive"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimizer="adam"), TypeError, "optimizer must be a torch.optim.Optimizer class"),
-        (lambda: fit(small_vae(), "svi", binary_data(), epochs=1, resume=True), ValueError, "resume=True needs checkpoint"),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"decoder": 1.0}),
+            ValueError,
+            "lr has unknown roles",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("nan")),
+            ValueError,
+            "lr must be a finite positive number",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("inf")),
+            ValueError,
+            "lr must be a finite positive number",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"guide": -1e-3}),
+            ValueError,
+            r"lr\['guide'\] must be a finite positive",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"model": True}),
+            ValueError,
+            r"lr\['model'\] must be a finite positive",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimizer="adam"),
+            TypeError,
+            "optimizer must be a torch.optim.Optimizer class",
+        ),
+        (
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, resume=True),
+            ValueError,
+            "resume=True needs checkpoint",
+        ),
         (lambda: fit(small_vae(), "nuts", binary_data(), epochs=1), ValueError, "unknown engine 'nuts'"),
         (lambda: fit(lambda x: None, "svi", binary_data(), epochs=1), TypeError, "no guide given"),
     ],
     ids=[
-        "list", "nan", "shape", "no-length", "zero-epochs", "role", "lr-nan", "lr-inf", "lr-negative-role", "lr-bool",
-        "optimizer", "resume", "engine", "guide",
+        "list",
+        "nan",
+        "shape",
+        "no-length",
+        "zero-epochs",
+        "role",
+        "lr-nan",
+        "lr-inf",
+        "lr-negative-role",
+        "lr-bool",
+        "optimizer",
+        "resume",
+        "engine",
+        "guide",
     ],
 )
 def test_bad_input_is_named(call, error, message):

@@ -39,8 +39,16 @@ def test_every_engine_trains_its_model_family_on_cuda_and_resumes_exactly(name, 
     assert result.metric("loss")[-1] < result.metric("loss")[0]
     estimate = evaluate.log_likelihood(pair, x[:100].cuda(), num_samples=500)
     assert estimate.is_cuda and torch.isfinite(estimate).all()
-    resumed = pplgen.fit(family(name), get(name), x, epochs=2, accelerator="cuda", checkpoint=tmp_path / "c.pt",
-                         resume=True, progress=False)
+    resumed = pplgen.fit(
+        family(name),
+        get(name),
+        x,
+        epochs=2,
+        accelerator="cuda",
+        checkpoint=tmp_path / "c.pt",
+        resume=True,
+        progress=False,
+    )
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in result.history]
 
 
@@ -58,8 +66,9 @@ def test_every_engine_trains_in_mixed_precision_on_cuda(name, precision):
 def test_compiled_steps_give_the_eager_losses_on_cuda(name):
     losses = []
     for compiled in (False, True):
-        result = pplgen.fit(family(name), get(name), digits(200), steps=3, accelerator="cuda", compile=compiled,
-                            seed=0, progress=False)
+        result = pplgen.fit(
+            family(name), get(name), digits(200), steps=3, accelerator="cuda", compile=compiled, seed=0, progress=False
+        )
         losses.append(torch.tensor([row["loss"] for row in result.history]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-2)
 
@@ -97,8 +106,18 @@ def test_two_gpus_take_the_one_gpu_step_on_the_union(tmp_path):
     runs = {}
     for devices in (1, 2):
         out = tmp_path / str(devices)
-        command = [sys.executable, str(WORKER), "--devices", str(devices), "--accelerator", "cuda", "--scenarios",
-                   "map", "--out", str(out)]
+        command = [
+            sys.executable,
+            str(WORKER),
+            "--devices",
+            str(devices),
+            "--accelerator",
+            "cuda",
+            "--scenarios",
+            "map",
+            "--out",
+            str(out),
+        ]
         finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert finished.returncode == 0, finished.stderr[-3000:]
         runs[devices] = [torch.load(path, weights_only=False) for path in sorted(out.glob("rank*.pt"))]

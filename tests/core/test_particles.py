@@ -15,7 +15,7 @@ from pplgen.particles import PARTICLE_PLATE, Particles, common_scale, log_weight
 from pplgen.probe import probe_pair
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "conformance"))
-from programs import PROGRAMS  # noqa: E402
+from programs import PROGRAMS
 
 BY_NAME = {entry.name: entry for entry in PROGRAMS}
 
@@ -63,8 +63,13 @@ def test_sibling_plates_that_share_a_dim_are_separate_factors():
     [(None, [1.0, 2.0]), (True, [1.0, 2.0]), (False, [0.0, 0.0]), (torch.tensor([True, False]), [1.0, 0.0])],
 )
 def test_masks_are_pyros(mask, expected):
-    site = {"fn": dist.Delta(torch.zeros(2), log_density=torch.tensor([1.0, 2.0])), "value": torch.zeros(2), "mask": mask,
-            "scale": 1.0, "name": "z"}
+    site = {
+        "fn": dist.Delta(torch.zeros(2), log_density=torch.tensor([1.0, 2.0])),
+        "value": torch.zeros(2),
+        "mask": mask,
+        "scale": 1.0,
+        "name": "z",
+    }
     assert site_log_prob(site).tolist() == expected
 
 
@@ -82,14 +87,16 @@ def test_a_scale_per_datum_is_one_scale_per_factor_and_a_scale_within_a_datum_is
     particles = sample_particles(model, guide, (torch.zeros(3), per_datum), {}, num_particles=2, max_plate_nesting=1)
     assert common_scale(particles).tolist() == [[1.0, 2.0, 3.0]]
     with pytest.raises(ValueError, match="scale alike|every site of a datum"):
-        mixed = sample_particles(model, lambda x, s: guide(x, 1.0), (torch.zeros(3), per_datum), {}, num_particles=2,
-                                 max_plate_nesting=1)
+        mixed = sample_particles(
+            model, lambda x, s: guide(x, 1.0), (torch.zeros(3), per_datum), {}, num_particles=2, max_plate_nesting=1
+        )
         common_scale(mixed)
 
 
 def test_importance_sampling_scores_a_program_that_does_not_vectorize_one_run_at_a_time():
     """``z.reshape(len(x))`` breaks under a particle plate; with the exact posterior as guide every
     importance weight is p(x), so the estimate is exact: x ~ N(0, 2)."""
+
     def model(x):
         with pyro.plate("data", len(x)):
             z = pyro.sample("z", dist.Normal(0.0, 1.0))

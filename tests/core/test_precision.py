@@ -40,8 +40,13 @@ def test_every_engine_sums_its_terms_in_float32_under_bf16_autocast(name):
 
 def test_a_site_log_prob_is_float32_from_bf16_parameters():
     logits = torch.randn(4, 784).bfloat16()
-    site = {"name": "x", "fn": pyro.distributions.Bernoulli(logits=logits).to_event(1),
-            "value": torch.ones(4, 784), "mask": None, "scale": 1.0}
+    site = {
+        "name": "x",
+        "fn": pyro.distributions.Bernoulli(logits=logits).to_event(1),
+        "value": torch.ones(4, 784),
+        "mask": None,
+        "scale": 1.0,
+    }
     with torch.autocast("cpu", dtype=torch.bfloat16):
         log_prob = site_log_prob(site)
     expected = pyro.distributions.Bernoulli(logits=logits.float()).to_event(1).log_prob(torch.ones(4, 784))
@@ -77,7 +82,16 @@ def test_a_bf16_mixed_vae_fit_is_within_one_nat_of_float32():
         pyro.clear_param_store()
         torch.manual_seed(0)
         vae = VAE(latent_dim=10, hidden=(200,))
-        result = pplgen.fit(vae, "svi", x, epochs=5, accelerator="cpu", precision=precision, valid_data=x_test,
-                            eval_samples=200, progress=False)
+        result = pplgen.fit(
+            vae,
+            "svi",
+            x,
+            epochs=5,
+            accelerator="cpu",
+            precision=precision,
+            valid_data=x_test,
+            eval_samples=200,
+            progress=False,
+        )
         scores[precision] = result.evaluations[-1]["log_likelihood"]
     assert abs(scores["bf16-mixed"] - scores["32-true"]) < 1.0

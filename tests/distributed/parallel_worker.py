@@ -143,7 +143,9 @@ def mean_update_scenario(devices):
         for _ in range(REPEATS):
             trainer.load_state_dict(start)
             _step(trainer, (x,), plates, None)
-            gradients.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]))
+            gradients.append(
+                torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            )
         results[name] = {"gradients": torch.stack(gradients), "state": parameters(program, engine)}
     return results
 
@@ -156,8 +158,16 @@ def resume_scenario(devices, folder):
             pyro.clear_param_store()
             program = family("sbn")
             result = pplgen.fit(
-                program, get("vimco", num_particles=3), binary_data(), steps=stop, batch_size=4, seed=3,
-                checkpoint=checkpoint, resume=stop != stops[0], overwrite=stop == stops[0], **options(devices),
+                program,
+                get("vimco", num_particles=3),
+                binary_data(),
+                steps=stop,
+                batch_size=4,
+                seed=3,
+                checkpoint=checkpoint,
+                resume=stop != stops[0],
+                overwrite=stop == stops[0],
+                **options(devices),
             )
         histories[label] = {"history": result.history, "state": parameters(program, result.engine)}
     return histories
@@ -167,8 +177,18 @@ def evaluation_scenario(devices):
     pyro.clear_param_store()
     x = torch.randn(10, 2, generator=torch.Generator().manual_seed(2))
     held_out = torch.randn(7, 2, generator=torch.Generator().manual_seed(3))
-    result = pplgen.fit(ExactPosterior(), "svi", x, steps=1, batch_size=10, valid_data=held_out, eval_samples=16,
-                        optimizer=torch.optim.SGD, lr=1e-9, **options(devices))
+    result = pplgen.fit(
+        ExactPosterior(),
+        "svi",
+        x,
+        steps=1,
+        batch_size=10,
+        valid_data=held_out,
+        eval_samples=16,
+        optimizer=torch.optim.SGD,
+        lr=1e-9,
+        **options(devices),
+    )
     exact = torch.distributions.Normal(0.0, math.sqrt(2.0)).log_prob(held_out).sum(-1).mean().item()
     draw = torch.randn(4)  # the RNG as the fit left it: seeded apart per rank
     return {"evaluation": result.evaluations[-1]["log_likelihood"], "exact": exact, "draw_after_fit": draw}
@@ -178,8 +198,10 @@ def refusal_scenario(devices):
     """What fit says to a K-sample bound over a global latent, and to a DataLoader (None where it trains)."""
     messages = {}
     loader = torch.utils.data.DataLoader(regression_data(), batch_size=12, shuffle=True)
-    for label, engine, data in [("global latent", get("iwae", num_particles=2), regression_data()),
-                                ("dataloader", get("svi"), loader)]:
+    for label, engine, data in [
+        ("global latent", get("iwae", num_particles=2), regression_data()),
+        ("dataloader", get("svi"), loader),
+    ]:
         pyro.clear_param_store()
         torch.manual_seed(0)
         try:

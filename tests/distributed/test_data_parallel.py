@@ -33,7 +33,10 @@ def runs(tmp_path_factory):
     run([sys.executable, str(WORKER), "--devices", "1", "--out", str(root / "one")], root / "one")
     run([sys.executable, str(WORKER), "--devices", "2", "--out", str(root / "two")], root / "two")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    run([*torchrun, str(WORKER), "--devices", "2", "--scenarios", "map", "--out", str(root / "torchrun")], root / "torchrun")
+    run(
+        [*torchrun, str(WORKER), "--devices", "2", "--scenarios", "map", "--out", str(root / "torchrun")],
+        root / "torchrun",
+    )
     return {
         "one": load(root / "one"),
         "two": [load(root / "two", r) for r in (0, 1)],

@@ -300,7 +300,10 @@ def test_model_and_guide_get_the_gradient_of_the_estimated_elbo_alone():
 def test_engines_that_need_log_q_refuse_implicit_guides_and_point_to_avb(name):
     vae, x = implicit_vae()
     options = {"num_particles": 2} if name == "vimco" else {}
-    with pytest.raises(UnsupportedModelError, match=rf"site 'z' is drawn by an Implicit sampler with no density, and {name} needs log q.*avb"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=rf"site 'z' is drawn by an Implicit sampler with no density, and {name} needs log q.*avb",
+    ):
         get(name, **options).check(vae.model, vae.guide, x)
 
 
@@ -326,14 +329,18 @@ def test_a_transform_that_does_not_broadcast_is_named():
 
 def test_prior_contrast_refuses_dependent_priors_and_names_adaptive_contrast():
     model, guide, x = hierarchical_guide_pair()
-    with pytest.raises(UnsupportedModelError, match="site 'z2': its prior depends on latent 'z1'.*adaptive_contrast=True"):
+    with pytest.raises(
+        UnsupportedModelError, match="site 'z2': its prior depends on latent 'z1'.*adaptive_contrast=True"
+    ):
         get("avb").check(model, guide, x)
     get("avb", num_particles=2, adaptive_contrast=True).check(model, guide, x)
 
 
 def test_fit_scores_implicit_guides_by_ais_and_says_so():
     vae, x = implicit_vae()
-    result = pplgen.fit(vae, get("avb", discriminator=(16,)), x, steps=2, batch_size=3, valid_data=x[:2], progress=False)
+    result = pplgen.fit(
+        vae, get("avb", discriminator=(16,)), x, steps=2, batch_size=3, valid_data=x[:2], progress=False
+    )
     evaluation = result.evaluations[-1]
     assert evaluation["estimator"].startswith("ais")
     assert "'z'" in evaluation["estimator"] and evaluation["elbo"] is None

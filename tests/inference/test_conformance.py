@@ -105,7 +105,9 @@ def test_reparameterized_engines_refuse_discrete_guide_sites(name, options):
 def test_detached_guide_estimators_refuse_dependent_guide_sites(name, options, flag):
     model, guide, x = hierarchical_guide_pair()
     get(name).check(model, guide, x)
-    with pytest.raises(UnsupportedModelError, match=rf"site 'z2': its guide distribution depends on latent 'z1'.*{flag}"):
+    with pytest.raises(
+        UnsupportedModelError, match=rf"site 'z2': its guide distribution depends on latent 'z1'.*{flag}"
+    ):
         get(name, **options).check(model, guide, x)
 
 

@@ -203,8 +203,16 @@ def test_the_generator_gets_only_its_loss_and_the_discriminator_only_its_own():
 def test_fit_trains_a_model_without_a_guide_and_other_engines_still_need_one():
     x = gaussian_data(200, 0.0, 1.0, seed=3)
     generator = LinearGenerator()
-    result = pplgen.fit(generator.model, "gan", x, steps=3, batch_size=100, valid_data=x[:20],
-                        ais_options={"num_steps": 5, "num_chains": 2}, progress=False)
+    result = pplgen.fit(
+        generator.model,
+        "gan",
+        x,
+        steps=3,
+        batch_size=100,
+        valid_data=x[:20],
+        ais_options={"num_steps": 5, "num_chains": 2},
+        progress=False,
+    )
     assert result.evaluations[-1]["estimator"].startswith("ais") and "no guide" in result.evaluations[-1]["estimator"]
     with pytest.raises(TypeError, match="no guide given"):
         pplgen.fit(generator.model, "svi", x, steps=1, progress=False)

