@@ -101,6 +101,7 @@ update, summed over the batch and both classes, per particle) and
 means the discriminator cannot tell them apart or has fallen behind).
 """
 
+import dataclasses
 import math
 
 import pyro
@@ -232,14 +233,36 @@ class AVB(ParticleEngine):
             )
         return x.expand(*z.shape[:-1], x.shape[-1]), z
 
-    def _prior_trace(self, model, args, kwargs):
-        """The model run on the same data with its latents drawn from the prior (no gradients), K particles."""
+    def _prior_trace(self, model, args, kwargs, plan=None):
+        """The model run on the same data with its latents drawn from the prior (no gradients), K particles
+        as the plan draws them."""
+        plan = plan or self.plan
         with torch.no_grad(), poutine.block():
-            if not self.vectorized:
+            if plan.vectorized is False:
                 runs = [poutine.trace(model).get_trace(*args, **kwargs) for _ in range(self.num_particles)]
-                return stack_traces(runs, self.plate_nesting)
-            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self.plate_nesting - 1):
+                return stack_traces(runs, plan.max_plate_nesting)
+            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-plan.max_plate_nesting - 1):
                 return poutine.trace(model).get_trace(*args, **kwargs)
+
+    def _check_prior_run(self, model, args, kwargs, probe):
+        """The contrast draws z ~ p(z) by running the model from its prior as the particles run: try it once."""
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        try:
+            with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+                trace = self._prior_trace(model, args, kwargs, probe)
+        except (ValueError, RuntimeError, TypeError, IndexError) as error:
+            where = (
+                "one run per particle"
+                if probe.vectorized is False
+                else f"a particle plate at dim {-probe.max_plate_nesting - 1}"
+            )
+            raise UnsupportedModelError(
+                f"avb draws the contrast z ~ p(z) by running the model from its prior in {where}, and the model "
+                f"fails there ({type(error).__name__}: {str(error).splitlines()[0]}); write every batch dim inside "
+                "a pyro.plate and index from the right (e.g. x[..., k], pyro.ops.indexing.Vindex), or use "
+                "adaptive_contrast=True (with num_particles >= 2), which needs no prior run."
+            ) from None
+        latent_features(_with_trace(probe.particles, self.num_particles, trace), trace)
 
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""
@@ -252,8 +275,8 @@ class AVB(ParticleEngine):
         return loss, accuracy.detach()
 
     def check(self, model, guide, *args, **kwargs):
-        """Also builds the discriminator for this program, and with the prior as contrast refuses
-        priors whose latents depend on each other."""
+        """Also, with the prior as contrast, refuses priors whose latents depend on each other and models
+        that fail when run from their prior as the particles run."""
         probe = super().check(model, guide, *args, **kwargs)
         check_has_latents(probe, self.name)
         check_observes(
@@ -267,13 +290,18 @@ class AVB(ParticleEngine):
                         "prior as contrast needs p(z) to be a product of independent sites; use "
                         "adaptive_contrast=True (with num_particles >= 2)."
                     )
+        if not self.adaptive_contrast:
+            self._check_prior_run(model, args, kwargs, probe)
+        return probe
+
+    def adopt(self, probe, args, kwargs):
+        """Builds the discriminator and its optimizer for this program (their sizes are its sizes)."""
         with torch.no_grad():
             x, z = self._pairs(probe.particles)
         self.discriminator.initialize_parameters(_inputs(x, z), 1)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:
             self.optimizer.initialize_parameters(params)
-        return probe
 
     def options(self):
         return {
@@ -314,3 +342,8 @@ def _log_density(particles, *, observed, detach_values=False):
             site = {**site, "value": site["value"].detach()}
         total = total + particles.reduce(site_log_prob(site))
     return total
+
+
+def _with_trace(particles, num_particles, model_trace):
+    """``particles``' layout for another model trace of ``num_particles`` (the contrast's prior run)."""
+    return dataclasses.replace(particles, model_trace=model_trace, num_particles=num_particles)

@@ -116,6 +116,7 @@ class GAN(Engine):
         self.data_arguments = check_data_arguments(data_arguments)
 
     def forward(self, model, guide, *args, **kwargs):
+        self.plan_for(model, guide, args, kwargs)
         updating = self.training and torch.is_grad_enabled()
         for _ in range(self.discriminator_steps - 1 if updating else 0):
             with torch.no_grad():
@@ -197,8 +198,8 @@ class GAN(Engine):
             self.optimizer.initialize_parameters(params)
 
     def check(self, model, guide, *args, **kwargs):
-        """Probes the model alone, refuses observations without ``rsample`` and dreams of another shape than the
-        data (naming both), and builds the discriminator for this program."""
+        """Probes the model alone and refuses observations without ``rsample`` and dreams of another shape than
+        the data (naming both); :meth:`prepare` then builds the discriminator for the program's data."""
         probe = probe_pair(model, no_guide, args, kwargs, check=False)
         observed = []
         for site in probe.sites(probe.model_trace, observed=True):
@@ -240,9 +241,12 @@ class GAN(Engine):
                     reparameterized=True,
                     without_dreams=GAN_WITHOUT_DREAMS,
                 )
-        keys = sorted(dreamed.data_arguments.values(), key=str)
-        self._initialize(_rows(args, kwargs, keys))
+        probe.data_arguments = dreamed.data_arguments
         return probe
+
+    def adopt(self, plan, args, kwargs):
+        """Builds the discriminator for the program's data rows."""
+        self._initialize(_rows(args, kwargs, sorted(plan.data_arguments.values(), key=str)))
 
     def options(self):
         discriminator = (

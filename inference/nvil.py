@@ -136,9 +136,14 @@ class NVIL(ParticleEngine):
         return "local_signals=True" if self.local_signals else None
 
     def check(self, model, guide, *args, **kwargs):
-        """Also builds the baseline and the running statistics for this program (their sizes are its sizes)."""
         probe = super().check(model, guide, *args, **kwargs)
         check_has_latents(probe, self.name)
+        if self.baseline is not None:
+            _baseline_input(probe.particles, torch.stack(list(_scores(probe.particles).values())).detach())
+        return probe
+
+    def adopt(self, probe, args, kwargs):
+        """Builds the baseline and the running statistics for this program (their sizes are its sizes)."""
         scores = _scores(probe.particles)
         signals = torch.stack(list(scores.values())).detach()
         if self.baseline is not None:
@@ -148,7 +153,6 @@ class NVIL(ParticleEngine):
         if self.local_signals:
             structure = (tuple(site_log_densities(probe.particles, probe.model_trace)), tuple(scores))
             self._downstream = (structure, probe.downstream)
-        return probe
 
     def options(self):
         return {
@@ -212,6 +216,13 @@ def _scores(particles):
 
 def _baseline_input(particles, signals):
     """The observed data of each factor, ``(*factor_sizes, features)``, for signals ``(sites, K, *factor_sizes)``."""
+    if tuple(signals.shape[2:]) != particles.factor_sizes():
+        raise UnsupportedModelError(
+            f"nvil's baseline C(x) is a function of each datum's observation, but the guide's latents are drawn "
+            f"for {tuple(signals.shape[2:])} of the data plates' {particles.factor_sizes()} rows (a size-less "
+            "pyro.plate draws a latent once for all rows): size the plate by the data, pyro.plate('data', len(x)), "
+            "or use baseline=None."
+        )
     features = observed_features(particles, signals.shape[2:], signals.dtype)
     if features is None:
         raise UnsupportedModelError(

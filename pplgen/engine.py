@@ -30,7 +30,14 @@ detached scalar tensors; ``"loss"`` is always among them.
 Before training, :meth:`Engine.check` probes the pair once
 (:mod:`pplgen.probe`) and raises :class:`UnsupportedModelError` naming the
 offending site and the engines that can handle it; a pair it accepts trains.
-An engine that meets a pair it has not checked checks it on its first call.
+``check`` changes nothing in the engine; :meth:`Engine.prepare` checks the
+pair and adopts its probe as the engine's **plan** (building helpers sized by
+the program), which every later call reads. An engine that meets a pair it has
+not prepared prepares it on its first call, whoever calls it (``pplgen.fit``,
+a plain loop, Pyro's ``SVI``, under ``torch.no_grad`` or not), so every entry
+path gets the same verdict. A program whose data change its sites (a label
+observed on some batches, drawn on others) is one program: a site set the
+plan has not seen is checked when it first appears, with ``check``'s verdict.
 
 A pair in which no parameter reaches the objective still gives a surrogate
 that ``.backward()`` accepts: a step that moves nothing, as Pyro's ``SVI``
@@ -52,7 +59,7 @@ from pplgen.checks import (
     check_particles,
     check_reparameterizable,
 )
-from pplgen.particles import sample_particles
+from pplgen.particles import sample_particles, site_structure
 from pplgen.probe import probe_pair
 from pplgen.programs import owning_modules
 
@@ -84,13 +91,48 @@ class Engine(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.register_forward_hook(_differentiable_surrogate)
+        #: The accepted probe of the pair being trained (:meth:`prepare`), None before the first.
+        self.plan = None
+        self._program = None
+        self._structures = set()
 
     def forward(self, model, guide, *args, **kwargs) -> Loss:
         raise NotImplementedError
 
+    def __getstate__(self):
+        """A copy or a pickle of an engine holds no plan: it prepares one for its first pair."""
+        state = super().__getstate__()
+        return {**state, "plan": None, "_program": None, "_structures": set()}
+
     def check(self, model, guide, *args, **kwargs):
-        """Raise :class:`UnsupportedModelError` if this engine cannot train the pair; returns its probe."""
+        """Raise :class:`UnsupportedModelError` if this engine cannot train the pair; returns its probe.
+
+        Leaves the engine as it was (see :meth:`prepare`)."""
         return probe_pair(model, guide, args, kwargs)
+
+    def prepare(self, model, guide, *args, **kwargs):
+        """Check the pair and adopt its probe as this engine's plan; returns the plan."""
+        plan = self.check(model, guide, *args, **kwargs)
+        self.adopt(plan, args, kwargs)
+        self.plan, self._program, self._structures = plan, (model, guide), {plan.structure}
+        return plan
+
+    def adopt(self, plan, args, kwargs):
+        """Build what the engine sizes by the program (baselines, discriminators) from an accepted ``plan``
+        of the pair on these arguments."""
+
+    def plan_for(self, model, guide, args, kwargs):
+        """The plan of this pair, prepared on the first call (or for a pair other than the prepared one)."""
+        if self.plan is None or self._program != (model, guide):
+            self.prepare(model, guide, *args, **kwargs)
+        return self.plan
+
+    def check_structure(self, structure, model, guide, args, kwargs):
+        """Check a site set the plan has not seen (see :func:`pplgen.particles.site_structure`) as
+        :meth:`check` would; seen ones cost a set lookup."""
+        if structure not in self._structures:
+            self.check(model, guide, *args, **kwargs)
+            self._structures.add(structure)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The surrogate alone, for Pyro's ``SVI(model, guide, optim, loss=engine.differentiable_loss)``.
@@ -123,7 +165,8 @@ class ParticleEngine(Engine):
 
     Holds the options every such engine shares and runs the particles through
     :func:`pplgen.particles.sample_particles`; ``max_plate_nesting`` is found by
-    the probe in :meth:`check` when not given.
+    the probe in :meth:`check` when not given, and the plan says whether the
+    particles run at once or one run each.
     """
 
     reparameterized: ClassVar[bool]
@@ -140,34 +183,21 @@ class ParticleEngine(Engine):
             raise ValueError(f"max_plate_nesting must be a non-negative int or None, got {max_plate_nesting!r}")
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
-        #: The plate nesting in use: the option, or what the probe found.
-        self.plate_nesting = max_plate_nesting
-        #: Whether particles are drawn at once (else one run each, for programs that do not broadcast over them).
-        self.vectorized = True
 
     def particles(self, model, guide, args, kwargs, *, num_particles=None, latents="pathwise"):
-        if self.plate_nesting is None:
-            self.check(model, guide, *args, **kwargs)
+        plan = self.plan_for(model, guide, args, kwargs)
         particles = sample_particles(
             model,
             guide,
             args,
             kwargs,
             num_particles=num_particles or self.num_particles,
-            max_plate_nesting=self.plate_nesting,
+            max_plate_nesting=plan.max_plate_nesting,
             latents=latents,
-            vectorized=self.vectorized,
+            vectorized=plan.vectorized is not False,
         )
-        # The data can change a program's sites (a label observed in one batch, drawn in the next): the
-        # per-site refusals are cheap, so every step repeats them rather than train a site it cannot.
-        self._check_sites(particles)
+        self.check_structure(site_structure(particles), model, guide, args, kwargs)
         return particles
-
-    def _check_sites(self, particles):
-        if not self.implicit_guides:
-            check_explicit_guide(particles, self.name)
-        if self.reparameterized:
-            check_reparameterizable(particles, self.name)
 
     def check(self, model, guide, *args, **kwargs):
         """Probe the pair (keeping its ``max_plate_nesting``) and refuse what this engine cannot train."""
@@ -177,13 +207,15 @@ class ParticleEngine(Engine):
             raise
         except ValueError as error:
             raise ValueError(f"{self.name}: {error}") from error
-        self.plate_nesting = probe.max_plate_nesting
-        self._check_sites(probe)
+        if not self.implicit_guides:
+            check_explicit_guide(probe, self.name)
+        if self.reparameterized:
+            check_reparameterizable(probe, self.name)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
         if self.num_particles > 1:
-            self.vectorized = check_particles(
-                model, guide, args, kwargs, self.name, self.plate_nesting, self.needs_vectorized_particles()
+            probe.vectorized = check_particles(
+                model, guide, args, kwargs, self.name, probe.max_plate_nesting, self.needs_vectorized_particles()
             )
         return probe
 

@@ -37,7 +37,7 @@ DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
 
 
 @torch.no_grad()
-def log_likelihood(model, data, *, guide=None, num_samples=5000, batch_size=100, particle_chunk=500):
+def log_likelihood(model, data, *, guide=None, num_samples=5000, batch_size=100, particle_chunk=500, plan=None):
     """Importance-sampled log p(x) for each datum of ``data``, shape ``(N,)``.
 
     :param model: a Pyro model, or an object with ``.model`` and ``.guide``.
@@ -47,70 +47,91 @@ def log_likelihood(model, data, *, guide=None, num_samples=5000, batch_size=100,
     :param num_samples: K, importance samples per datum.
     :param batch_size: data per pass.
     :param particle_chunk: particles per pass; lower it to save memory.
+    :param plan: the pair's probe (:mod:`pplgen.probe`) when one is at hand, e.g. ``result.engine.plan``
+        after :func:`pplgen.fit`: the pair is then not probed again.
     """
-    score = _Scorer(model, guide, data, num_samples=num_samples, batch_size=batch_size, particle_chunk=particle_chunk)
-    results = []
-    for batch in score.batches():
-        chunks = [score(batch, size) for size in score.chunk_sizes()]
-        total = torch.logsumexp(torch.stack([torch.logsumexp(c, 0) for c in chunks]), 0)
-        results.append(total - math.log(num_samples))
-    return torch.cat(results)
+    scorer = _Scorer(model, guide, data, batch_size=batch_size, particle_chunk=particle_chunk, plan=plan)
+    return scorer.log_likelihood(num_samples)
 
 
 @torch.no_grad()
-def elbo(model, data, *, guide=None, num_samples=1, batch_size=100, particle_chunk=500):
+def elbo(model, data, *, guide=None, num_samples=1, batch_size=100, particle_chunk=500, plan=None):
     """The evidence lower bound E_q[log p(x, z) − log q(z | x)] per datum, shape ``(N,)``,
-    estimated with ``num_samples`` particles."""
-    score = _Scorer(model, guide, data, num_samples=num_samples, batch_size=batch_size, particle_chunk=particle_chunk)
-    results = []
-    for batch in score.batches():
-        total = sum(score(batch, size).sum(0) for size in score.chunk_sizes())
-        results.append(total / num_samples)
-    return torch.cat(results)
+    estimated with ``num_samples`` particles (``plan`` as in :func:`log_likelihood`)."""
+    scorer = _Scorer(model, guide, data, batch_size=batch_size, particle_chunk=particle_chunk, plan=plan)
+    return scorer.elbo(num_samples)
 
 
 def implicit_sites(guide, *args, **kwargs):
     """Names of the guide's sites drawn by an :class:`~pplgen.distributions.Implicit` sampler (no density)."""
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return _implicit(trace)
+
+
+def _implicit(trace):
     return [name for name, site in trace.nodes.items() if is_sample_site(site) and is_implicit(site["fn"])]
 
 
 class _Scorer:
-    """Log-weights of particle chunks for batches of data, after checking the pair once."""
+    """Log-weights of particle chunks for batches of data, from one plan of the pair.
 
-    def __init__(self, model, guide, data, *, num_samples, batch_size, particle_chunk):
-        for name, value in [
-            ("num_samples", num_samples),
-            ("batch_size", batch_size),
-            ("particle_chunk", particle_chunk),
-        ]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+    The plan is the probe given (a fit's), else one probe of the pair on the first batch; whether particles
+    run at once is tried once and kept in the plan."""
+
+    def __init__(self, model, guide, data, *, batch_size, particle_chunk, plan=None):
+        _check_positive(batch_size=batch_size, particle_chunk=particle_chunk)
         if not isinstance(data, torch.Tensor):
             raise TypeError(f"data must be a tensor of shape (N, ...), got {type(data).__name__}")
         self.model, self.guide = model_and_guide(model, guide)
         self.data = data
-        self.num_samples = num_samples
         self.batch_size = batch_size
         self.particle_chunk = particle_chunk
-        probe = probe_pair(self.model, self.guide, (data[:batch_size],), {})
-        self.max_plate_nesting = probe.max_plate_nesting
-        check_explicit_guide(probe, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)")
-        # Programs that do not broadcast over a particle plate are scored one particle run at a time.
-        self.vectorized = check_particles(
-            self.model, self.guide, (data[:batch_size],), {}, "importance sampling", self.max_plate_nesting
-        )
+        self.plan = probe_pair(self.model, self.guide, (data[:batch_size],), {}) if plan is None else plan
+        self.implicit = _implicit(self.plan.guide_trace)
 
-    def batches(self):
+    def log_likelihood(self, num_samples):
+        """Importance-sampled log p(x) per datum with ``num_samples`` particles."""
+        results = []
+        for batch in self._batches(num_samples):
+            chunks = [self(batch, size) for size in self._chunk_sizes(num_samples)]
+            total = torch.logsumexp(torch.stack([torch.logsumexp(c, 0) for c in chunks]), 0)
+            results.append(total - math.log(num_samples))
+        return torch.cat(results)
+
+    def elbo(self, num_samples):
+        """The ELBO per datum, averaged over ``num_samples`` particles."""
+        results = []
+        for batch in self._batches(num_samples):
+            total = sum(self(batch, size).sum(0) for size in self._chunk_sizes(num_samples))
+            results.append(total / num_samples)
+        return torch.cat(results)
+
+    def _batches(self, num_samples):
+        _check_positive(num_samples=num_samples)
+        check_explicit_guide(
+            self.plan, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)"
+        )
+        if self.plan.vectorized is None:  # a one-particle engine's plan: tried once, and kept in the plan
+            first = (self.data[: self.batch_size],)
+            nesting = self.plan.max_plate_nesting
+            self.plan.vectorized = check_particles(self.model, self.guide, first, {}, "importance sampling", nesting)
         return self.data.split(self.batch_size)
 
-    def chunk_sizes(self):
-        return [min(self.particle_chunk, self.num_samples - s) for s in range(0, self.num_samples, self.particle_chunk)]
+    def _chunk_sizes(self, num_samples):
+        return [min(self.particle_chunk, num_samples - s) for s in range(0, num_samples, self.particle_chunk)]
 
     def __call__(self, batch, num_particles):
         """log p(x, z_k) − log q(z_k | x), shape ``(num_particles, len(batch))``."""
-        particles = self._particles(batch, num_particles)
+        particles = sample_particles(
+            self.model,
+            self.guide,
+            (batch,),
+            {},
+            num_particles=num_particles,
+            max_plate_nesting=self.plan.max_plate_nesting,
+            vectorized=self.plan.vectorized,
+        )
         if len(particles.factor_dims) != 1:
             raise ValueError(
                 "per-datum evaluation needs every sample site of model and guide inside one data plate "
@@ -124,37 +145,33 @@ class _Scorer:
             )
         return weights
 
-    def _particles(self, batch, num_particles):
-        return sample_particles(
-            self.model,
-            self.guide,
-            (batch,),
-            {},
-            num_particles=num_particles,
-            max_plate_nesting=self.max_plate_nesting,
-            vectorized=self.vectorized,
-        )
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def held_out_scores(model, guide, data, num_samples, ais_options=None):
+@torch.no_grad()
+def held_out_scores(model, guide, data, num_samples, ais_options=None, plan=None):
     """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
 
-    Importance sampling with ``num_samples`` particles; for a guide with
+    Importance sampling with ``num_samples`` particles, both scores from one
+    plan (``plan``, a fit's probe, or one probe of the pair); for a guide with
     implicit sites or none (:func:`pplgen.programs.no_guide`, the models
     ``gan`` trains), :func:`ais` with ``ais_options`` (default
     :data:`DEFAULT_AIS_OPTIONS`) and no ELBO. In a multi-process run each rank
     scores its shard of ``data`` and the means are of all of it.
     """
-    implicit = [] if guide is no_guide else implicit_sites(guide, data[:1])
     mine = data.tensor_split(world_size())[rank()]
-    if guide is no_guide or implicit:
+    scorer = None if guide is no_guide else _Scorer(model, guide, mine, batch_size=100, particle_chunk=500, plan=plan)
+    if scorer is None or scorer.implicit:
         options = {**DEFAULT_AIS_OPTIONS, **(ais_options or {})}
         (log_p,) = _data_means([ais(model, mine, **options)], len(data))
-        reason = "no guide" if guide is no_guide else f"guide site '{implicit[0]}' is implicit, with no density"
+        reason = "no guide" if scorer is None else f"guide site '{scorer.implicit[0]}' is implicit, with no density"
         estimator = f"ais ({options['num_steps']} steps, {options['num_chains']} chains): {reason} to importance-sample"
         return {"log_likelihood": log_p, "elbo": None, "estimator": estimator}
-    scores = [log_likelihood(model, mine, guide=guide, num_samples=num_samples), elbo(model, mine, guide=guide)]
-    log_p, bound = _data_means(scores, len(data))
+    log_p, bound = _data_means([scorer.log_likelihood(num_samples), scorer.elbo(1)], len(data))
     return {"log_likelihood": log_p, "elbo": bound, "estimator": f"importance sampling (K={num_samples})"}
 
 

@@ -79,14 +79,33 @@ class Particles:
         return torch.zeros(shape, **options)
 
     def factor_sizes(self):
-        """The sizes of the factor plates, from the sites' plate frames."""
-        sizes = {}
+        """The sizes of the factor plates, as the sites broadcast to them (a size-less ``pyro.plate`` has
+        no size of its own)."""
+        sizes = dict.fromkeys(self.factor_dims, 1)
         for trace in (self.model_trace, self.guide_trace):
             for site in self.sites(trace):
-                for frame in site["cond_indep_stack"]:
-                    if frame.dim in self.factor_dims and frame.name != PARTICLE_PLATE:
-                        sizes[frame.dim] = frame.size
+                shape = site_batch_shape(site)
+                for dim in self.factor_dims:
+                    if len(shape) >= -dim:
+                        sizes[dim] = max(sizes[dim], shape[dim])
         return tuple(sizes[d] for d in self.factor_dims)
+
+
+def site_batch_shape(site):
+    """The batch shape of a site's value and distribution together (an observation may broadcast its
+    distribution)."""
+    value = site["value"]
+    return torch.broadcast_shapes(site["fn"].batch_shape, value.shape[: value.dim() - site["fn"].event_dim])
+
+
+def site_structure(particles):
+    """The pair's site set: ``(guide sites, model latents, model observations)`` by name. A program whose
+    data change its sites (a label observed in one batch, drawn in the next) has one structure per kind."""
+    return (
+        frozenset(site["name"] for site in particles.sites(particles.guide_trace)),
+        frozenset(site["name"] for site in particles.sites(particles.model_trace, observed=False)),
+        frozenset(site["name"] for site in particles.sites(particles.model_trace, observed=True)),
+    )
 
 
 def reduce_to_factors(log_prob, particle_dim, factor_dims, *, reduction=torch.sum):
@@ -477,11 +496,18 @@ def shared_plate_dims(*traces):
     """The dims of the plates (not the particle plate) that every sample site of ``traces`` sits in.
 
     Plates are told apart by name, as Pyro does: sibling plates that reuse a
-    dim are separate factors, so a dim counts only when one plate holds every site.
+    dim are separate factors, so a dim counts only when one plate holds every site. A size-less
+    ``pyro.plate(name)`` holds a site drawn once for all its rows when the site does not broadcast to
+    them: that dim is no factor.
     """
-    plate_sets = [vectorized_plates(site) for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
-    shared = set.intersection(*plate_sets) if plate_sets else set()
-    return tuple(sorted(dim for _, dim in shared))
+    sites = [site for trace in traces for site in trace.nodes.values() if is_sample_site(site)]
+    shared = set.intersection(*[vectorized_plates(site) for site in sites]) if sites else set()
+    shapes = [site_batch_shape(site) for site in sites]
+    return tuple(sorted(dim for _, dim in shared if len({_size_at(shape, dim) for shape in shapes}) == 1))
+
+
+def _size_at(shape, dim):
+    return shape[dim] if len(shape) >= -dim else 1
 
 
 def _same_scale(a, b):

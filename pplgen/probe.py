@@ -40,6 +40,8 @@ from pplgen.particles import (
     Particles,
     plate_nesting,
     shared_plate_dims,
+    site_batch_shape,
+    site_structure,
 )
 
 
@@ -53,19 +55,30 @@ class Plate:
     subsample_size: int
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Probe:
-    """What one run of a model/guide pair tells (see the module docs).
+    """What one run of a model/guide pair tells (see the module docs): the plan every phase reads.
 
     ``particles`` holds one particle whose latents are leaves requiring grad
     (floating-point draws); ``pathwise`` the guide's draws before the cut, by
     site name; ``store_params`` the unconstrained ``pyro.param`` values used.
+    ``vectorized`` says whether several particles run at once (True), one run
+    each (False), or has not been tried (None: a one-particle engine);
+    ``data_arguments`` which argument holds each observed site's data, for an
+    engine that dreams in its place (:mod:`pplgen.dreams`), once found.
     """
 
     particles: Particles
     pathwise: dict
     store_params: dict
     max_plate_nesting: int
+    vectorized: bool | None = None
+    data_arguments: dict | None = None
+
+    @property
+    def structure(self):
+        """The pair's site set (see :func:`site_structure`)."""
+        return site_structure(self.particles)
 
     @property
     def model_trace(self):
@@ -86,23 +99,33 @@ class Probe:
             for site in self.sites(trace):
                 for frame in site["cond_indep_stack"]:
                     if frame.name != PARTICLE_PLATE:
-                        plates[frame.name] = Plate(
-                            frame.name,
-                            frame.dim if frame.vectorized else None,
-                            frame.full_size or frame.size,
-                            frame.size,
-                        )
+                        plate = _plate(frame, site)
+                        known = plates.get(frame.name)
+                        plates[frame.name] = plate if known is None or plate.size > known.size else known
         return plates
 
     @cached_property
     def downstream(self):
         """The model and guide sites in each guide latent's local learning signal."""
-        return downstream_sites(self.particles)
+        with torch.enable_grad():  # read off autograd, whatever the caller's mode
+            return downstream_sites(self.particles)
 
     @cached_property
     def prior_parents(self):
         """``{model latent: the other latents its prior density reads}``."""
-        return prior_parents(self.particles)
+        with torch.enable_grad():
+            return prior_parents(self.particles)
+
+
+def _plate(frame, site):
+    """The plate of ``frame`` as ``site`` sits in it; a size-less ``pyro.plate(name)`` (Pyro records size −1)
+    takes the size its sites broadcast to."""
+    size = frame.size
+    if frame.vectorized and size == -1:
+        shape = site_batch_shape(site)
+        size = shape[frame.dim] if len(shape) >= -frame.dim else 1
+    full_size = frame.full_size if frame.full_size not in (None, -1) else size
+    return Plate(frame.name, frame.dim if frame.vectorized else None, full_size, size)
 
 
 def dtype_hint(error, args, kwargs):
@@ -130,7 +153,9 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None, check=True
     """
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     cut = DetachLatents(requires_grad=True)
-    with torch.random.fork_rng(devices=devices), poutine.block(), poutine.trace(param_only=True) as params:
+    # Autograd on whatever the caller's mode (an engine's no_grad helper steps): dependencies are read off it.
+    params = poutine.trace(param_only=True)
+    with torch.random.fork_rng(devices=devices), torch.enable_grad(), poutine.block(), params:
         try:
             with cut:
                 guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)

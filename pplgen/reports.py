@@ -54,18 +54,17 @@ def image_report(
     x_test = x_test.to(device)
     where = str(device) if world_size() == 1 else f"{world_size()} processes on {device.type}"
     config = {**config, "engine_options": result.engine.options(), "device": where, "out": str(out)}
-    record = _record(
-        config, result, _test_scores(model, result.guide, x_test, test_samples, test_ais_options), wall_time
-    )
+    record = _record(config, result, _test_scores(model, result, x_test, test_samples, test_ais_options), wall_time)
     if rank() == 0:
         _write_figures(out, model, result, x_test, label)
         write_json(out / "metrics.json", record)
     return record
 
 
-def _test_scores(model, guide, x_test, num_samples, ais_options):
-    """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was estimated."""
-    scores = held_out_scores(model.model, guide, x_test, num_samples, ais_options)
+def _test_scores(model, result, x_test, num_samples, ais_options):
+    """Mean log-likelihood (and ELBO, where the guide has a density) per test image, in nats, and how it was
+    estimated, from the fit's plan."""
+    scores = held_out_scores(model.model, result.guide, x_test, num_samples, ais_options, plan=result.engine.plan)
     return {**scores, "num_samples": num_samples, "num_images": len(x_test)}
 
 

@@ -129,7 +129,7 @@ class Trainer:
         without a common seed start alike)."""
         if self.optimizer is not None:
             return None
-        probe = self.engine.check(self.model, self.guide, *args, **kwargs)
+        probe = self.engine.prepare(self.model, self.guide, *args, **kwargs)
         self.roles = parameter_roles(probe, self.model, self.guide, self.engine)
         self.store_params = probe.store_params
         groups = [
@@ -142,7 +142,8 @@ class Trainer:
             if params
         ]
         if not groups:
-            raise ValueError("the model, guide and engine have no parameters to train")
+            trained = "model, guide and engine" if self.engine.needs_guide else "model and engine"
+            raise ValueError(f"the {trained} have no parameters to train")
         self.optimizer = self.optimizer_class(groups, **self.optimizer_options)
         if self.precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(_device_of(groups).type)
@@ -412,8 +413,13 @@ def fit(
         precision=precision,
         compile=compile,
     )
-    batches.check_against(model)
-    probe = trainer.setup(*shard(batches.first(), rank(), world_size()))
+    first = shard(batches.first(), rank(), world_size())
+    try:
+        probe = trainer.setup(*first)
+    except ValueError:
+        batches.explain_failure(model, first)
+        raise
+    batches.check_against(probe.model_trace, first)
     plates = _check_parallel(engine, probe, model, batches.first()) if world_size() > 1 else None
     if rank():
         pyro.set_rng_seed(_rank_seed(seed, rank()))
@@ -503,7 +509,9 @@ def _end_of_epoch(result, schedule, plan, epoch, bar):
         schedule.step()
     if plan.valid_data is None or epoch % plan.eval_every:
         return
-    scores = held_out_scores(result.model, result.guide, plan.valid_data, plan.eval_samples, plan.ais_options)
+    scores = held_out_scores(
+        result.model, result.guide, plan.valid_data, plan.eval_samples, plan.ais_options, plan=result.engine.plan
+    )
     if plan.progress and not result.evaluations:
         bar.write(f"held-out log-likelihood by {scores['estimator']}")
     result.evaluations.append({"epoch": epoch, "step": result.trainer.num_steps, **scores})
@@ -661,8 +669,11 @@ class _WholeArguments:
                 f"split over {processes} processes; fit it with devices=1, or pass a tensor of rows to shard."
             )
 
-    def check_against(self, model):
-        _check_data(model, self.arguments, self.arguments)
+    def check_against(self, model_trace, first):
+        _check_observations(model_trace, first, self.arguments)
+
+    def explain_failure(self, model, first):
+        _check_data(model, first, self.arguments)
 
     def epoch(self, epoch, skip):
         if skip == 0:
@@ -717,9 +728,17 @@ class _Batches:
                 "or none."
             )
 
-    def check_against(self, model):
-        first = self.first()
-        _check_data(model, first, (self.tensor,) + (None,) * (len(first) - 1))
+    def check_against(self, model_trace, first):
+        """The model observed the data in ``model_trace`` (its run on the ``first`` batch), and every row of
+        the data lies in the support of the site observing it."""
+        _check_observations(model_trace, first, self._whole(first))
+
+    def explain_failure(self, model, first):
+        """Raise what is wrong with the data when the pair fails on the ``first`` batch, if anything is."""
+        _check_data(model, first, self._whole(first))
+
+    def _whole(self, first):
+        return (self.tensor,) + (None,) * (len(first) - 1)
 
     def epoch(self, epoch, skip):
         if isinstance(self.source, DataLoader):
@@ -754,12 +773,9 @@ class _Batches:
 
 
 def _check_data(model, first, whole):
-    """The model observes the data, and every value of the whole data lies in the support of the site
-    observing it (``whole`` holds each argument's full data, or None where only batches are at hand).
-
-    Runs the model once on the ``first`` batch, from its prior and without Pyro's value checks (which
-    would stop at the batch's first bad value without naming its row), leaving the RNG untouched.
-    """
+    """What :func:`_check_observations` finds on a run of the model alone on the ``first`` batch, when the
+    pair fails: from the prior and without Pyro's value checks (which stop at the batch's first bad value
+    without naming its row), leaving the RNG untouched."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), poutine.block(), pyro.validation_enabled(False), torch.no_grad():
         try:
@@ -768,6 +784,12 @@ def _check_data(model, first, whole):
             raise ValueError(
                 f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}"
             ) from error
+    _check_observations(trace, first, whole)
+
+
+def _check_observations(trace, first, whole):
+    """The model observes the data, and every value of the whole data lies in the support of the site
+    observing it (``whole`` holds each argument's full data, or None where only batches are at hand)."""
     observations = [site for site in trace.nodes.values() if is_sample_site(site) and is_observation(site)]
     if not observations:
         raise ValueError(

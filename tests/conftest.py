@@ -1,65 +1,11 @@
-"""Shared fixtures: a linear-Gaussian model whose posterior and evidence are known exactly."""
+"""Fixtures every test module gets: Pyro's state cleared and seeded, default dtype and thread count scoped.
 
-import math
+Shared models, data and catalogues live in :mod:`tests.support`.
+"""
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
-from pyro.nn import PyroModule
-from torch import nn
-
-
-class LinearGaussian(PyroModule):
-    """Per datum and dimension: z ~ N(μ₀, 1), x | z ~ N(w z + b, σ²); guide q(z | x) = N(a x + c, s²).
-
-    θ = (μ₀, w, b) are model parameters, φ = (a, c, log s) guide parameters.
-    The posterior is Gaussian with precision 1 + w²/σ², the evidence is
-    N(w μ₀ + b, w² + σ²), and the ELBO has a closed form, so every
-    engine's expected update can be checked against autograd of it.
-    """
-
-    def __init__(self, sigma=0.8):
-        super().__init__()
-        self.sigma = sigma
-        self.mu0 = nn.Parameter(torch.tensor([0.3, -0.5]))
-        self.w = nn.Parameter(torch.tensor([1.2, 0.7]))
-        self.b = nn.Parameter(torch.tensor([0.1, 0.2]))
-        self.a = nn.Parameter(torch.tensor([0.4, 0.2]))
-        self.c = nn.Parameter(torch.tensor([0.0, -0.3]))
-        self.log_s = nn.Parameter(torch.tensor([-0.2, -0.6]))
-
-    def model(self, x):
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(self.mu0, 1.0).expand(x.shape[-1:]).to_event(1))
-            pyro.sample("x", dist.Normal(self.w * z + self.b, self.sigma).to_event(1), obs=x)
-
-    def guide(self, x):
-        with pyro.plate("data", len(x)):
-            pyro.sample("z", dist.Normal(self.a * x + self.c, self.log_s.exp()).to_event(1))
-
-    def log_evidence(self, x):
-        """Exact log p(x) per datum."""
-        scale = (self.w**2 + self.sigma**2).sqrt()
-        return dist.Normal(self.w * self.mu0 + self.b, scale).log_prob(x).sum(-1)
-
-    def analytic_elbo(self, x):
-        """Exact ELBO per datum, differentiable in θ and φ."""
-        m, s = self.a * x + self.c, self.log_s.exp()
-        log_prior = -0.5 * math.log(2 * math.pi) - 0.5 * ((m - self.mu0) ** 2 + s**2)
-        log_lik = -0.5 * math.log(2 * math.pi * self.sigma**2) - ((x - self.w * m - self.b) ** 2 + self.w**2 * s**2) / (
-            2 * self.sigma**2
-        )
-        entropy = 0.5 * torch.log(2 * math.pi * math.e * s**2)
-        return (log_prior + log_lik + entropy).sum(-1)
-
-    @torch.no_grad()
-    def set_exact_posterior(self, shift=0.0, stretch=1.0):
-        """Make the guide the exact posterior, optionally shifted and widened."""
-        precision = 1 + self.w**2 / self.sigma**2
-        self.a.copy_(self.w / self.sigma**2 / precision)
-        self.c.copy_((self.mu0 - self.w * self.b / self.sigma**2) / precision + shift)
-        self.log_s.copy_((stretch / precision.sqrt()).log())
 
 
 @pytest.fixture
@@ -76,33 +22,6 @@ def fresh_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
-
-
-def grads(module, names):
-    """Current gradients of the named parameters, concatenated."""
-    return torch.cat([getattr(module, n).grad.reshape(-1).clone() for n in names])
-
-
-MODEL_PARAMS = ("mu0", "w", "b")
-GUIDE_PARAMS = ("a", "c", "log_s")
-
-
-def hierarchical_guide_pair():
-    """A prior z1 → z2 → x and a guide that draws z2 from z1: ``(model, guide, x)``."""
-
-    def model(x):
-        with pyro.plate("data", len(x)):
-            z1 = pyro.sample("z1", dist.Normal(x.new_zeros(()), 1.0))
-            z2 = pyro.sample("z2", dist.Normal(z1, 1.0))
-            pyro.sample("x", dist.Normal(z2, 1.0), obs=x)
-
-    def guide(x):
-        weight = pyro.param("weight", torch.tensor(0.5))
-        with pyro.plate("data", len(x)):
-            z1 = pyro.sample("z1", dist.Normal(weight * x, 1.0))
-            pyro.sample("z2", dist.Normal(weight * z1, 1.0))
-
-    return model, guide, torch.randn(4)
 
 
 @pytest.fixture

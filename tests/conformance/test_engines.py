@@ -4,7 +4,7 @@ A cell that trains runs ``check`` and then three optimizer steps, each with a
 finite surrogate and finite gradients, and ``check`` must have found every
 problem: no step may raise. A refused cell raises ``ValueError`` (or
 :class:`~pplgen.UnsupportedModelError`) from ``check`` with the fragment in
-:mod:`outcomes`. Pairs Pyro rejects are refused by every engine.
+:mod:`tests.support.outcomes`. Pairs Pyro rejects are refused by every engine.
 """
 
 import contextlib
@@ -14,14 +14,14 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
-from outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected, markdown_table
-from programs import PROGRAMS
 
 import pplgen
 from pplgen.checks import PER_SITE_ENGINES, SCORE_FUNCTION_ENGINES
 from pplgen.inference import ENGINES as REGISTRY
 from pplgen.inference import get, guided_engines, score_function_engines
 from pplgen.programs import owning_modules
+from tests.support.outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected, markdown_table
+from tests.support.programs import PROGRAMS
 
 CELLS = [(entry, engine) for entry in PROGRAMS for engine in ENGINES]
 IDS = [f"{entry.name}-{engine}" for entry, engine in CELLS]

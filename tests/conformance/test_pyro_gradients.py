@@ -27,11 +27,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import PROGRAMS
 from pyro.infer import RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceGraph_ELBO
 
 from pplgen.inference import get
 from pplgen.roles import parameter_roles
+from tests.support.programs import PROGRAMS
 
 REPLICATES = 200
 TOLERANCE_SE = 5.0

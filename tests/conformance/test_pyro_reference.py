@@ -1,6 +1,6 @@
 """Pyro's own verdict on every program of the conformance catalogue.
 
-Each entry of ``programs.PROGRAMS`` records what one step of
+Each entry of ``tests.support.programs.PROGRAMS`` records what one step of
 ``SVI(model, guide, Adam({"lr": 1e-6}), Trace_ELBO())`` does with validation
 on, and what kind of latents its guide draws. These tests run that step and
 trace that guide, so the table the engines are held to stays true to Pyro.
@@ -14,10 +14,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import LATENTS, PROGRAMS, Program
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.poutine.subsample_messenger import _Subsample
+
+from tests.support.programs import LATENTS, PROGRAMS, Program
 
 IDS = [entry.name for entry in PROGRAMS]
 

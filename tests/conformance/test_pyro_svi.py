@@ -4,14 +4,14 @@
 import pyro
 import pytest
 import torch
-from outcomes import ENGINES
-from programs import PROGRAMS
 from pyro.infer import SVI, Predictive
 from pyro.optim import Adam
 
 import pplgen
 from pplgen.inference import get
 from pplgen.models import VAE, SigmoidBeliefNet
+from tests.support.outcomes import ENGINES
+from tests.support.programs import PROGRAMS
 
 BY_NAME = {entry.name: entry for entry in PROGRAMS}
 

@@ -4,12 +4,12 @@ steps, agreement with importance sampling on a VAE, and the errors it names."""
 import pyro
 import pytest
 import torch
-from conftest import LinearGaussian
 
 import pplgen
 from pplgen.annealing import annealing_schedule
 from pplgen.evaluate import ais, log_likelihood
 from pplgen.models import VAE, SigmoidBeliefNet
+from tests.support.linear_gaussian import LinearGaussian
 
 
 def data(n, seed):

@@ -3,10 +3,10 @@
 import pyro
 import pytest
 import torch
-from test_precision import small_case
 
 import pplgen
 from pplgen.inference import ENGINES
+from tests.support.cases import small_case
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))

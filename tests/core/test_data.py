@@ -341,7 +341,7 @@ def test_missing_files_are_listed(tmp_path, name, looked_for, advice):
 
 
 def test_missing_debian_fashion_mnist_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN_ROOT", tmp_path / "absent")
+    monkeypatch.setattr("pplgen.data.images.FASHION_MNIST_DEBIAN_ROOT", tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist, or pass root="):
         data.load("fashion-mnist")
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import LinearGaussian
 
 from pplgen import diagnostics
 from pplgen.diagnostics import gradient_variance
 from pplgen.inference import get
 from pplgen.models import SigmoidBeliefNet
 from pplgen.plots import plot_gradient_variance
+from tests.support.linear_gaussian import LinearGaussian
 
 
 def test_the_exact_posterior_gives_stl_a_guide_gradient_of_zero_variance(float64):

@@ -24,6 +24,7 @@ import torch
 
 from pplgen import data
 from pplgen.cli import main
+from pplgen.data import downloads
 
 SHARED_BINARIZED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "binarized-mnist"
 IDX_FILES = {
@@ -134,8 +135,8 @@ def published(server, cache, monkeypatch):
                 (server.folder / place / name / filename).write_bytes(content)
         digests = {filename: hashlib.sha256(content).hexdigest() for filename, (content, _) in contents.items()}
         registry[name] = data.Download(f"{server.url}/origin/{name}/", digests)
-    monkeypatch.setattr(data, "DOWNLOADS", registry)
-    monkeypatch.setattr(data, "DOWNLOAD_RETRIES", 1)  # pooch waits 1 s before the retry
+    monkeypatch.setattr(downloads, "DOWNLOADS", registry)
+    monkeypatch.setattr(downloads, "DOWNLOAD_RETRIES", 1)  # pooch waits 1 s before the retry
     return files
 
 
@@ -202,7 +203,7 @@ def test_root_receives_the_download_instead_of_the_cache(published, server, cach
 
 
 def test_a_wrong_checksum_is_refused_and_leaves_nothing(published, server, cache, monkeypatch):
-    pinned = data.DOWNLOADS["mnist-idx"].sha256
+    pinned = downloads.DOWNLOADS["mnist-idx"].sha256
     wrong = hashlib.sha256(b"another file").hexdigest()
     monkeypatch.setitem(pinned, "train-labels-idx1-ubyte.gz", wrong)
     actual = hashlib.sha256(published["mnist-idx"]["train-labels-idx1-ubyte.gz"][0]).hexdigest()

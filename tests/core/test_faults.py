@@ -9,10 +9,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from test_fit import binary_data, small_vae
 
 from pplgen import NonFiniteLossError, fit
 from pplgen.checkpoints import CheckpointError
+from tests.support.cases import binary_data, small_vae
 
 
 class ExplodesOnSecondStep(torch.optim.SGD):

@@ -4,23 +4,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import LinearGaussian
 from torch.utils.data import DataLoader, TensorDataset
 
 import pplgen
 from pplgen import NonFiniteLossError, fit
 from pplgen.inference import SVI
 from pplgen.models import VAE
-
-
-def small_vae(seed=0):
-    torch.manual_seed(seed)
-    return VAE(data_dim=16, latent_dim=3, hidden=(12,))
-
-
-def binary_data(n=64, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 16, generator=generator).bernoulli(generator=generator)
+from tests.support.cases import binary_data, small_vae
+from tests.support.linear_gaussian import LinearGaussian
 
 
 def losses(result):

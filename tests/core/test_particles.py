@@ -1,8 +1,5 @@
 """Particles: one run at a time scores as vectorized; plates are told apart by name; Pyro's masks and scales."""
 
-import sys
-from pathlib import Path
-
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -13,9 +10,7 @@ from pplgen.evaluate import log_likelihood
 from pplgen.inference import get
 from pplgen.particles import PARTICLE_PLATE, Particles, common_scale, log_weights, sample_particles, site_log_prob
 from pplgen.probe import probe_pair
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "conformance"))
-from programs import PROGRAMS
+from tests.support.programs import PROGRAMS
 
 BY_NAME = {entry.name: entry for entry in PROGRAMS}
 
@@ -42,8 +37,7 @@ def test_options_that_differentiate_through_latents_refuse_programs_that_do_not_
     with pytest.raises(ValueError, match="with local_signals=True needs them"):
         get("nvil", num_particles=2).check(model, guide, *args, **kwargs)
     engine = get("iwae", num_particles=3)
-    engine.check(model, guide, *args, **kwargs)
-    assert not engine.vectorized
+    assert engine.check(model, guide, *args, **kwargs).vectorized is False
 
 
 def test_sibling_plates_that_share_a_dim_are_separate_factors():

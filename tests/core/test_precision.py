@@ -5,24 +5,10 @@ import pytest
 import torch
 
 import pplgen
-from pplgen.inference import ENGINES, get
-from pplgen.models import VAE, SigmoidBeliefNet
+from pplgen.inference import ENGINES
+from pplgen.models import VAE
 from pplgen.particles import site_log_prob
-
-CONTINUOUS = {"svi", "iwae", "avb"}
-
-
-def small_case(name):
-    """A small model each engine trains, its engine and a batch: a VAE for the reparameterized engines, its
-    Gaussian-likelihood decoder on grey levels for gan, a sigmoid belief net for the others."""
-    torch.manual_seed(0)
-    x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
-    engine = get(name, **({"num_particles": 3} if name in {"iwae", "rws", "vimco"} else {}))
-    if name == "gan":
-        return VAE(data_dim=12, latent_dim=2, hidden=(8,), likelihood="gaussian"), engine, x
-    if name in CONTINUOUS:
-        return VAE(data_dim=12, latent_dim=2, hidden=(8,)), engine, x.bernoulli()
-    return SigmoidBeliefNet(layers=(4,), observed=12), engine, x.bernoulli()
+from tests.support.cases import small_case
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))

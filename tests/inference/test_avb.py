@@ -8,7 +8,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import hierarchical_guide_pair
 from pyro import poutine
 from pyro.infer import SVI
 from pyro.nn import PyroModule
@@ -22,6 +21,7 @@ from pplgen.inference import get, guided_engines
 from pplgen.models import VAE, EightSchools
 from pplgen.nn import mlp
 from pplgen.particles import latent_features
+from tests.support.cases import hierarchical_guide_pair
 
 SIGMA = 0.7
 PRECISION = 1 + 1 / SIGMA**2
@@ -207,7 +207,7 @@ def test_forward_updates_the_discriminator_by_its_own_adam_and_the_surrogate_lea
     −lr · g / (|g| + 1e-8); no ``.grad`` is touched by forward, and backward gives T none."""
     vae, x = implicit_vae()
     engine = get("avb", discriminator=(16,), discriminator_steps=1, discriminator_lr=0.01)
-    engine.check(vae.model, vae.guide, x)
+    engine.prepare(vae.model, vae.guide, x)
     before = copy.deepcopy(engine)
     pyro.set_rng_seed(1)
     loss = engine(vae.model, vae.guide, x)
@@ -280,7 +280,7 @@ def test_model_and_guide_get_the_gradient_of_the_estimated_elbo_alone():
     (the prior here has no parameters)."""
     vae, x = implicit_vae()
     engine = get("avb", discriminator=(16,), discriminator_steps=1)
-    engine.check(vae.model, vae.guide, x)
+    engine.prepare(vae.model, vae.guide, x)
     groups = roles(vae)
     discriminator = copy.deepcopy(engine.discriminator)
     pyro.set_rng_seed(1)
@@ -352,7 +352,7 @@ def test_avb_pairs_latents_in_the_model_order_whatever_the_guide_draws():
     data = pplgen.data.eight_schools()
     schools = EightSchools("non_centered", guide="mean_field")
     engine = get("avb", discriminator=(8,))
-    engine.check(schools.model, schools.guide, data.sigma, data.y)
+    engine.prepare(schools.model, schools.guide, data.sigma, data.y)
     assert engine.discriminator.weight0.shape[1] == 8 + 2 * 10  # x, then z and z² of μ, τ and the 8 θ̃
     particles = engine.particles(schools.model, schools.guide, (data.sigma, data.y), {})
     _, z = engine._pairs(particles)

@@ -10,11 +10,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import LinearGaussian, hierarchical_guide_pair
 
 from pplgen import UnsupportedModelError
 from pplgen.inference import ENGINES, get, guided_engines
 from pplgen.models import VAE
+from tests.support.cases import hierarchical_guide_pair
+from tests.support.linear_gaussian import LinearGaussian
 
 ROWS = [
     ("svi", {}),
@@ -72,9 +73,27 @@ def test_state_dict_round_trip_and_move(name, options):
     restored.load_state_dict(copy.deepcopy(engine.state_dict()))
     for key, value in engine.state_dict().items():
         assert torch.equal(value, restored.state_dict()[key])
-    moved = engine.to(torch.float64)
-    assert moved is engine
-    assert all(t.dtype == torch.float64 for t in engine.state_dict().values() if t.is_floating_point())
+    loose = [f"{type(m).__name__}.{k}" for m in engine.modules() for k, v in vars(m).items() if torch.is_tensor(v)]
+    assert not loose, f"tensors held outside parameters and buffers, which .to() does not move: {loose}"
+    before = floating_state(module, engine)
+    assert all(t.dtype == torch.float32 for t in before.values())
+    module.to(torch.float64)
+    engine.to(torch.float64)
+    after = floating_state(module, engine)
+    assert after.keys() == before.keys()
+    assert [k for k, t in after.items() if t.dtype != torch.float64] == []
+    loss = engine(module.model, module.guide, x.double())
+    assert loss.surrogate.dtype == torch.float64 and torch.isfinite(loss.surrogate)
+
+
+def floating_state(module, engine):
+    """Every floating-point parameter and buffer (persistent or not) of the program's module and the engine."""
+    return {
+        f"{owner}.{name}": t
+        for owner, m in [("module", module), ("engine", engine)]
+        for name, t in [*m.named_parameters(), *m.named_buffers()]
+        if t.is_floating_point()
+    }
 
 
 def discrete_guide_pair():

@@ -79,7 +79,7 @@ def monte_carlo_gradient(engine, sbn, x, params, repeats=REPEATS, replicas=REPLI
     """Mean and standard error over ``repeats`` of the engine's gradient, per datum-sum of ``x``."""
     torch.manual_seed(seed)
     batch = x.repeat(replicas, 1)
-    engine.check(sbn.model, sbn.guide, batch)
+    engine.prepare(sbn.model, sbn.guide, batch)
     estimates = []
     for _ in range(repeats):
         loss = engine(sbn.model, sbn.guide, batch)
@@ -124,7 +124,7 @@ def test_nvil_expected_gradient_is_the_elbo_gradient(sbn, x, options):
     divides site s's score by max(1, √v_s): the test freezes v (eval mode) at
     known values and multiplies each site's guide gradient back before comparing."""
     engine = get("nvil", **options)
-    engine.check(sbn.model, sbn.guide, x)
+    engine.prepare(sbn.model, sbn.guide, x)
     rescale = torch.ones(())
     groups = parameter_groups(sbn)
     if options["normalize"]:
@@ -223,10 +223,10 @@ def test_nvil_control_variates_cut_the_guide_gradient_variance(sbn, x):
     and the running statistics), with normalization undone so only the control variates count.
     Measured ratio: 0.23 (seeds 1 and 2); the test asks for below 0.4."""
     reinforce = get("nvil", baseline=None, normalize=False, local_signals=False)
-    reinforce.check(sbn.model, sbn.guide, x)
+    reinforce.prepare(sbn.model, sbn.guide, x)
     nvil = get("nvil", baseline=(10,))
     batch = x.repeat(50, 1)
-    nvil.check(sbn.model, sbn.guide, batch)
+    nvil.prepare(sbn.model, sbn.guide, batch)
     optimizer = torch.optim.Adam(nvil.parameters(), lr=0.01)
     torch.manual_seed(2)
     for _ in range(200):

@@ -10,12 +10,12 @@ errors (SE) and hold for the seed (float64 throughout).
 import pyro
 import pytest
 import torch
-from conftest import GUIDE_PARAMS, MODEL_PARAMS, LinearGaussian, grads
 from pyro import poutine
 
 from pplgen import evaluate
 from pplgen.inference import get
 from pplgen.particles import log_mean_exp, log_weights
+from tests.support.linear_gaussian import GUIDE_PARAMS, MODEL_PARAMS, LinearGaussian, grads
 
 PARAMS = MODEL_PARAMS + GUIDE_PARAMS
 MODEL = slice(0, 2 * len(MODEL_PARAMS))  # every parameter has one entry per data dimension

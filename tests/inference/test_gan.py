@@ -176,7 +176,7 @@ def test_the_generator_gets_only_its_loss_and_the_discriminator_only_its_own():
     torch.manual_seed(0)
     generator, x = LinearGenerator(sigma=0.3), gaussian_data(64, 1.0, 1.0, seed=2)
     engine = get("gan", discriminator=(8,))
-    engine.check(generator.model, None, x)
+    engine.prepare(generator.model, None, x)
     before = [p.detach().clone() for p in engine.discriminator.parameters()]
     engine.eval()
     engine(generator.model, None, x)

@@ -1,14 +1,14 @@
-"""The expected outcome of every engine on every program of :mod:`programs`: the one table.
+"""The expected outcome of every engine on every program of :mod:`tests.support.programs`: the one table.
 
 ``ENGINES`` are the configurations the suite runs (one per registered
 engine). ``REFUSED[program][engine]`` is a fragment of the refusal that
 engine's ``check`` must raise; every cell not listed must train. Programs
 that Pyro's ``Trace_ELBO`` rejects or warns about are refused by every
 engine, with the fragment in ``PYRO_REFUSED``. The README's table of what
-each engine accepts is printed from here (``python tests/conformance/outcomes.py``).
+each engine accepts is printed from here (``python -m tests.support.outcomes``).
 """
 
-from programs import PROGRAMS
+from tests.support.programs import PROGRAMS
 
 ENGINES = {
     "svi": {},
