@@ -23,12 +23,15 @@ processes each take a shard of every batch and one step on the union
 (:mod:`pplgen.distributed`): ``batch_size`` is the global batch.
 """
 
+import functools
 import math
 import os
+import random
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
@@ -305,6 +308,26 @@ class _Plan:
     data_plates: frozenset | None
 
 
+def _keeps_caller_state(run):
+    """``run`` (:func:`fit`) seeds the random number generators and, with several CPU processes, sets the
+    thread count; its caller gets its own RNG states (Python, NumPy, torch, CUDA) and threads back."""
+
+    @functools.wraps(run)
+    def scoped(*args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        python_state, numpy_state, threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return run(*args, **kwargs)
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            torch.set_num_threads(threads)
+
+    return scoped
+
+
+@_keeps_caller_state
 def fit(
     model,
     engine="svi",
@@ -356,8 +379,8 @@ def fit(
     :param accelerator, devices, strategy: Lightning Fabric's: ``accelerator``
         ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"mps"`` or ``"auto"`` (a GPU when
         there is one); ``devices`` a count or a list of device indices;
-        ``strategy`` ``"auto"`` or ``"ddp"`` (and other strategies that run the
-        script once per device; spawning ones are refused). With more
+        ``strategy`` ``"auto"`` or ``"ddp"`` (others, FSDP and spawning ones
+        included, are refused by name: they are not applied). With more
         than one device the script is run once per device (see
         :mod:`pplgen.distributed`); on CPU each process uses its share of the cores.
     :param precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (see :class:`Trainer`, which applies it).
@@ -381,6 +404,8 @@ def fit(
 
     Each step updates every role with the engine's surrogate; whatever else
     an engine needs (avb's discriminator updates) happens inside its forward.
+    ``fit`` seeds the random number generators with ``seed`` and leaves the
+    caller's RNG states and thread count as it found them.
     """
     engine = resolve_engine(engine)
     model, guide = model_and_guide(model, guide, needs_guide=engine.needs_guide)
@@ -605,14 +630,25 @@ def _check_checkpoint(checkpoint, resume, overwrite):
         )
 
 
+#: Fabric strategies :func:`fit` runs: each process runs the script (Fabric's launcher, or torchrun), and
+#: pplgen reduces gradients and engine statistics over the ranks itself (:mod:`pplgen.distributed`).
+STRATEGIES = ("auto", "ddp")
+
+
 def _launch(accelerator, devices, strategy, precision):
     """A launched Fabric for these options (one line naming the option when Fabric refuses them); on CPU
     with several processes, each process's share of the cores."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"strategy={strategy!r} is not one fit runs: fit takes {' or '.join(map(repr, STRATEGIES))}, where each "
+            "process runs the script itself and pplgen sums the gradients over the ranks (sharded or spawning "
+            "strategies such as 'fsdp', 'deepspeed' or 'ddp_spawn' are neither applied nor tested); launch "
+            "several processes with devices=N or torchrun."
+        )
     # Imported here: importing lightning_fabric installs warning filters, which `import pplgen` should not.
     from lightning_fabric import Fabric
-    from lightning_fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     try:
         fabric = Fabric(accelerator=accelerator, devices=devices, strategy=strategy)
@@ -621,12 +657,6 @@ def _launch(accelerator, devices, strategy, precision):
         raise ValueError(
             f"accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r} cannot run here: {message}"
         ) from None
-    launcher = getattr(fabric.strategy, "launcher", None)
-    if launcher is not None and not isinstance(launcher, _SubprocessScriptLauncher):
-        raise ValueError(
-            f"strategy={strategy!r} starts processes from a function, but fit runs in the processes it is called "
-            "from: use strategy='ddp' (the script runs once per device), or launch with torchrun."
-        )
     fabric.launch()
     if fabric.device.type == "cpu" and fabric.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))

@@ -131,6 +131,7 @@ def test_data_of_the_wrong_kind_are_named(data, message):
         ("strategy", "bogus"),
         ("precision", "8-true"),
         ("strategy", "ddp_spawn"),
+        ("strategy", "fsdp"),
     ],
 )
 def test_a_bogus_device_option_is_named(option, value):

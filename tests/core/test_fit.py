@@ -1,5 +1,8 @@
 """pplgen.fit: reproducibility, checkpoints, resume, roles, named errors."""
 
+import random
+
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -235,3 +238,18 @@ def test_bad_input_is_named(call, error, message):
 def test_cuda_without_cuda_is_named():
     with pytest.raises(ValueError, match="accelerator='cuda'.*cannot run here"):
         fit(small_vae(), "svi", binary_data(), epochs=1, accelerator="cuda")
+
+
+def test_fit_leaves_the_callers_random_states_and_threads_as_it_found_them():
+    vae, x = small_vae(), binary_data()
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    expected = random.random(), np.random.rand(), torch.rand(()).item()
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    pplgen.fit(vae, "svi", x, steps=2, seed=11, progress=False)
+    assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
+    assert torch.get_num_threads() == threads

@@ -53,7 +53,7 @@ def test_two_processes_ran_each_on_its_share_of_the_cores(runs):
 def test_ranks_draw_different_particles(runs):
     """Each rank's RNG is seeded apart (rank 0 keeps the seed, so a one-process run is rank 0's)."""
     rank0, rank1 = runs["two"]
-    assert not torch.equal(rank0["evaluation"]["draw_after_fit"], rank1["evaluation"]["draw_after_fit"])
+    assert not torch.equal(rank0["evaluation"]["draw_in_fit"], rank1["evaluation"]["draw_in_fit"])
 
 
 @pytest.mark.parametrize("launcher", ["two", "torchrun"])
