@@ -43,6 +43,11 @@ def score_function_engines():
     return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.reparameterized]
 
 
+def per_site_engines():
+    """Names of the registered engines that weight each site's term on its own (no importance weights)."""
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.needs_common_scale]
+
+
 __all__ = [
     "AVB",
     "ENGINES",
@@ -55,5 +60,6 @@ __all__ = [
     "WakeSleep",
     "get",
     "guided_engines",
+    "per_site_engines",
     "score_function_engines",
 ]

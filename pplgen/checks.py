@@ -23,12 +23,6 @@ from pplgen.particles import (
     site_log_prob,
 )
 
-#: The registered engines that train guides without ``rsample``, named in refusals
-#: (the registry's test keeps this in step with :func:`pplgen.inference.score_function_engines`).
-SCORE_FUNCTION_ENGINES = ("wake_sleep", "rws", "nvil", "vimco")
-#: The registered engines that weight the sites of a datum separately (no importance weights across sites).
-PER_SITE_ENGINES = ("svi", "nvil", "wake_sleep")
-
 
 class UnsupportedModelError(ValueError):
     """An engine cannot train this model/guide pair; the message says why and what can."""
@@ -122,7 +116,7 @@ def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, need
     if stacked_error is not None:
         raise UnsupportedModelError(
             f"{failure}, and one run at a time too ({stacked_error}); {engine_name} needs several particles of the "
-            "same sites: use an engine with num_particles=1 (svi, nvil, wake_sleep)."
+            f"same sites: use an engine with num_particles=1 ({', '.join(_registered('per_site_engines'))})."
         )
     return False
 
@@ -147,7 +141,7 @@ def check_reparameterizable(probe, engine_name):
     """Every guide site can be differentiated through (has ``rsample``)."""
     for site in probe.sites(probe.guide_trace):
         if not site["fn"].has_rsample:
-            others = ", ".join(SCORE_FUNCTION_ENGINES)
+            others = ", ".join(_registered("score_function_engines"))
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
@@ -196,9 +190,17 @@ def check_common_scale(probe, engine_name):
         common_scale(probe.particles)
     except ValueError as error:
         raise UnsupportedModelError(
-            f"{error}, so {engine_name} cannot weight them together; use {', '.join(PER_SITE_ENGINES)} "
+            f"{error}, so {engine_name} cannot weight them together; use {', '.join(_registered('per_site_engines'))} "
             "(which scale each site's term on its own), or give every site the same scale."
         ) from None
+
+
+def _registered(kind):
+    """The registry's engines of a ``kind`` (:mod:`pplgen.inference`), named in a refusal's advice; imported
+    when a refusal is made, since the registry's engines import these checks."""
+    from pplgen import inference
+
+    return getattr(inference, kind)()
 
 
 def check_observes(probe, user):

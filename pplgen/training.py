@@ -608,7 +608,7 @@ def _check_parallel(engine, probe, model, batch):
         raise ValueError(
             f"{engine.name}'s estimator needs log-weights that factorize over the data rows to split them over "
             f"{world_size()} processes, but the program has latents outside its data plates {sorted(plates)}; fit it "
-            "with devices=1, or with svi, nvil or wake_sleep, whose estimators split."
+            f"with devices=1, or with {' or '.join(inference.per_site_engines())}, whose estimators split."
         )
     return plates
 
