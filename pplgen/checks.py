@@ -149,6 +149,21 @@ def check_reparameterizable(probe, engine_name):
             )
 
 
+def check_scored_guide(probe, engine_name):
+    """No guide site is a point mass (``dist.Delta``, a MAP guide): its log-density is constant where it is
+    drawn, so a score-function gradient would never move its parameters."""
+    for site in probe.sites(probe.guide_trace):
+        fn = site["fn"]
+        while hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        if isinstance(fn, dist.Delta):
+            raise UnsupportedModelError(
+                f"site '{site['name']}' is a Delta (a point estimate at its parameter): its log-density is constant "
+                f"where it is drawn, so {engine_name}'s score-function gradient never moves it; fit MAP guides with "
+                "svi or iwae, which differentiate through the draw."
+            )
+
+
 def check_explicit_guide(probe, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
     """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler); ``user``
     names what needs it and ``advice`` what to do instead."""

@@ -58,6 +58,7 @@ from pplgen.checks import (
     check_explicit_guide,
     check_particles,
     check_reparameterizable,
+    check_scored_guide,
 )
 from pplgen.particles import sample_particles, site_structure
 from pplgen.probe import probe_pair
@@ -211,6 +212,8 @@ class ParticleEngine(Engine):
             check_explicit_guide(probe, self.name)
         if self.reparameterized:
             check_reparameterizable(probe, self.name)
+        else:
+            check_scored_guide(probe, self.name)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
         if self.num_particles > 1:

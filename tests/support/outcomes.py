@@ -24,6 +24,7 @@ _SCALAR = {name: "has no rsample" for name in ("svi", "iwae", "avb")}
 _SCALES = {name: "every site of a datum scaled alike" for name in ("iwae", "rws", "vimco", "avb")}
 _DATA_ARGUMENT = {"wake_sleep": "cannot tell which model argument holds the data"}
 _DEPENDENT_PRIOR = {"avb": "its prior depends on latent"}
+_DELTA = {name: "is a Delta" for name in ("wake_sleep", "rws", "nvil", "vimco")}
 _NO_LATENT = {name: "the guide draws no latent site" for name in ("wake_sleep", "nvil", "avb")}
 
 REFUSED = {
@@ -42,8 +43,8 @@ REFUSED = {
     "param_event_dim_in_plate": _DATA_ARGUMENT,
     "kl_annealing": _SCALES,
     "factor_in_guide_rsample": {"wake_sleep": "is auxiliary"},
-    "map_delta_guide": {"wake_sleep": "point-mass guide has no density there"},
-    "delta_event_dim": {"wake_sleep": "point-mass guide has no density there"},
+    "map_delta_guide": _DELTA,
+    "delta_event_dim": _DELTA,
     "auxiliary_guide_site": {"wake_sleep": "is auxiliary"},
     "reparam_decentered": _DEPENDENT_PRIOR,
     "markov_time_series": {**_DATA_ARGUMENT, **_DEPENDENT_PRIOR},
