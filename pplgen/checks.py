@@ -150,18 +150,32 @@ def check_reparameterizable(probe, engine_name):
 
 
 def check_scored_guide(probe, engine_name):
-    """No guide site is a point mass (``dist.Delta``, a MAP guide): its log-density is constant where it is
-    drawn, so a score-function gradient would never move its parameters."""
+    """No guide site is a point estimate: a ``dist.Delta`` at a parameter (a MAP guide), not at a function of
+    another guide latent (as autoguides place their Deltas). Its log-density is constant where it is drawn, so a
+    score-function gradient would never move its parameters."""
+    latents = [s for s in probe.sites(probe.guide_trace) if s["value"].requires_grad and not _is_delta(s["fn"])]
     for site in probe.sites(probe.guide_trace):
-        fn = site["fn"]
-        while hasattr(fn, "base_dist"):
-            fn = fn.base_dist
-        if isinstance(fn, dist.Delta):
+        if _is_delta(site["fn"]) and not _depends_on(probe.pathwise.get(site["name"], site["value"]), latents):
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a Delta (a point estimate at its parameter): its log-density is constant "
                 f"where it is drawn, so {engine_name}'s score-function gradient never moves it; fit MAP guides with "
                 "svi or iwae, which differentiate through the draw."
             )
+
+
+def _is_delta(fn):
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
+
+
+def _depends_on(value, latents):
+    """Whether ``value`` is computed from any of the ``latents``' (cut) draws."""
+    if not latents or not value.requires_grad:
+        return False
+    with torch.enable_grad():
+        grads = torch.autograd.grad(value.sum(), [s["value"] for s in latents], allow_unused=True, retain_graph=True)
+    return any(g is not None for g in grads)
 
 
 def check_explicit_guide(probe, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
