@@ -1,4 +1,4 @@
-"""One training step of every engine, eager and compiled (``Trainer(compile=True)``), beside a hand-written step.
+"""One training step of every engine, eager and compiled (``TrainingStep(compile=True)``), beside a hand-written step.
 
 ::
 
@@ -7,8 +7,8 @@
 
 Models: the VAE 784-400-20 (svi, iwae K=5, avb) and the linear sigmoid belief net 200-200 (wake_sleep,
 rws K=5, nvil, vimco K=5) on the embedded MNIST digits (threshold-binarized), Adam lr 1e-3, Pyro's
-validation off after the first step (the ``Trainer`` default). For each engine: ``eager``
-(``pplgen.Trainer``), ``compiled`` (the same with ``compile=True``) and, where the step is written out in
+validation off after the first step (the ``TrainingStep`` default). For each engine: ``eager``
+(``pplgen.TrainingStep``), ``compiled`` (the same with ``compile=True``) and, where the step is written out in
 plain PyTorch in another benchmark, ``torch`` (svi from ``vae_step.py``; rws and nvil from
 ``sbn_vs_pyro.py``). The contestants of one engine start from the same weights and are timed in one process,
 round-robin in a shuffled order each round after ``--warmup`` rounds (which include compilation); reported:
@@ -52,7 +52,7 @@ ENGINES = {
 
 class Eager:
     def __init__(self, family, engine, lr, compile, first_batch):
-        self.trainer = pplgen.Trainer(family.model, family.guide, engine, lr=lr, compile=compile)
+        self.trainer = pplgen.TrainingStep(family.model, family.guide, engine, lr=lr, compile=compile)
         self.trainer.setup(first_batch)
 
     def step(self, x):

@@ -79,7 +79,7 @@ def main():
     x_train = pplgen.data.load("mnist", split="train", binarize="threshold")
     torch.manual_seed(0)
     vae = VAE(784, 20, (400,))
-    pplgen.fit(vae, "svi", x_train, epochs=args.epochs, seed=0, progress=False)
+    pplgen.fit(vae, "svi", x_train, epochs=args.epochs, seed=0)
     x = x_train[: args.batch_size]
     print(
         f"VAE 784-400-20 after {args.epochs} epoch(s) of svi; fixed batch of {len(x)}; "

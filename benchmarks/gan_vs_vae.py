@@ -48,7 +48,7 @@ GAN_OPTIMIZER = {"lr": 2e-4, "optimizer_options": {"betas": (0.5, 0.999)}}
 
 
 def contestants(args):
-    """``{label: (engine factory, Trainer options)}``."""
+    """``{label: (engine factory, TrainingStep options)}``."""
     vae_optimizer = {"lr": args.lr}
     return {
         "svi": (lambda: get("svi"), vae_optimizer),
@@ -60,7 +60,7 @@ def contestants(args):
 
 def train(decoder, engine, optimizer, x_train, args):
     """Steps of batch ``args.batch_size`` until ``args.budget`` seconds have passed; returns the step count."""
-    trainer = pplgen.Trainer(decoder.model, decoder.guide, engine, **optimizer)
+    trainer = pplgen.TrainingStep(decoder.model, decoder.guide, engine, **optimizer)
     generator = torch.Generator().manual_seed(0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.budget:

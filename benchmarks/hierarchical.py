@@ -75,7 +75,11 @@ def main():
             start = time.perf_counter()
             try:
                 pplgen.fit(
-                    model, pplgen.inference.get(engine, **options), arguments, steps=args.steps, lr=lr, progress=False
+                    model,
+                    pplgen.inference.get(engine, **options),
+                    arguments,
+                    steps=args.steps,
+                    optimization=pplgen.Optimization(lr=lr),
                 )
             except pplgen.NonFiniteLossError as error:
                 print(f"| {label} | {engine} K=4, {args.steps} steps | — | — | diverged: {str(error).split(';')[0]} |")

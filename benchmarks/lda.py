@@ -98,7 +98,7 @@ def batches(data, batch_size, generator):
 
 
 def train_pplgen(model, engine, data, budget):
-    trainer = pplgen.Trainer(model.model, model.guide, engine, lr=1e-2)
+    trainer = pplgen.TrainingStep(model.model, model.guide, engine, lr=1e-2)
     return _train(trainer.step, data, budget)
 
 

@@ -38,7 +38,7 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 
 
 def warm_up(sbn, engine, data, seconds, batch_size):
-    trainer = pplgen.Trainer(sbn.model, sbn.guide, engine, lr=3e-4)
+    trainer = pplgen.TrainingStep(sbn.model, sbn.guide, engine, lr=3e-4)
     generator = torch.Generator().manual_seed(0)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:

@@ -51,7 +51,7 @@ def train(layers, engine_name, options, data, budget, lr, batch_size):
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
     sbn = SigmoidBeliefNet(layers)
-    trainer = pplgen.Trainer(sbn.model, sbn.guide, pplgen.inference.get(engine_name, **options), lr=lr)
+    trainer = pplgen.TrainingStep(sbn.model, sbn.guide, pplgen.inference.get(engine_name, **options), lr=lr)
     generator = torch.Generator().manual_seed(0)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < budget:

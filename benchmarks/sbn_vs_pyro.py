@@ -13,7 +13,7 @@ Every contestant starts from the same initial weights, in one process.
 
 Reweighted wake-sleep, K=5 (wake-θ and wake-φ updates):
 
-* ``pplgen``: ``pplgen.Trainer(sbn.model, sbn.guide, pplgen.inference.get("rws", num_particles=5))``;
+* ``pplgen``: ``pplgen.TrainingStep(sbn.model, sbn.guide, pplgen.inference.get("rws", num_particles=5))``;
 * ``pyro``: ``pyro.infer.SVI`` with ``ReweightedWakeSleep(num_particles=5,
   vectorize_particles=True, max_plate_nesting=1)`` on thin wrappers
   ``model(observations)`` / ``guide(observations)`` around the same networks.
@@ -238,11 +238,11 @@ class SBNStep:
 
 
 class PplgenStep(SBNStep):
-    """``pplgen.Trainer`` on the SBN, set up on ``first_batch`` (the pair check runs outside the steps)."""
+    """``pplgen.TrainingStep`` on the SBN, set up on ``first_batch`` (the pair check runs outside the steps)."""
 
     def __init__(self, sbn, engine, lr, validate, first_batch):
         self.networks = sbn
-        self.trainer = pplgen.Trainer(sbn.model, sbn.guide, engine, lr=lr, validate_every_step=validate)
+        self.trainer = pplgen.TrainingStep(sbn.model, sbn.guide, engine, lr=lr, validate_every_step=validate)
         self.trainer.setup(first_batch)
 
     def step(self, x):

@@ -42,7 +42,7 @@ CONTESTANTS = [
 
 def train(vae, engine, data, args):
     """Steps of batch ``args.batch_size`` until ``args.budget`` seconds have passed; the step times in ms."""
-    trainer = pplgen.Trainer(vae.model, vae.guide, engine, lr=args.lr)
+    trainer = pplgen.TrainingStep(vae.model, vae.guide, engine, lr=args.lr)
     generator = torch.Generator().manual_seed(0)
     times, start = [], time.perf_counter()
     while time.perf_counter() - start < args.budget:

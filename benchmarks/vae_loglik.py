@@ -70,9 +70,16 @@ def run(label, engine_name, options, train, test, args):
     vae = VAE(784, **ARCHITECTURES[args.data])
     engine = pplgen.inference.get(engine_name, **options)
     start = time.perf_counter()
-    curve = {"valid_data": test, "eval_every": args.curve_every, "eval_samples": 100} if args.curve_every else {}
+    curve = pplgen.Evaluation(test, every=args.curve_every) if args.curve_every else None
     result = pplgen.fit(
-        vae, engine, train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=0, progress=False, **curve
+        vae,
+        engine,
+        train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=0,
+        evaluation=curve,
+        optimization=pplgen.Optimization(lr=args.lr),
     )
     train_seconds = time.perf_counter() - start
     pyro.set_rng_seed(1)
@@ -83,7 +90,7 @@ def run(label, engine_name, options, train, test, args):
     return {
         "engine": label,
         "epochs": args.epochs,
-        "steps": result.trainer.num_steps,
+        "steps": result.training_step.num_steps,
         "train_s": train_seconds,
         "last_epoch_train_loss": statistics.mean(
             loss for row, loss in zip(result.history, result.metric("loss")) if row["epoch"] == args.epochs - 1

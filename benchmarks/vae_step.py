@@ -11,13 +11,13 @@ the embedded MNIST digits (threshold-binarized); with the same seed they give
 the same losses:
 
 * ``torch``: encoder and decoder ``nn.Sequential``, the log-densities written out;
-* ``pplgen``: ``pplgen.Trainer(vae.model, vae.guide, svi).step(x)``;
+* ``pplgen``: ``pplgen.TrainingStep(vae.model, vae.guide, svi).step(x)``;
 * ``pyro``: ``pyro.infer.SVI`` with ``Trace_ELBO`` and ``pyro.optim.Adam`` on
   ``vae.model`` / ``vae.guide``, each preceded by ``pyro.module`` for its network.
 
 pplgen and Pyro run with Pyro's validation (distribution argument and support
 checks) on, the default, and off (``-novalid``). With validation on, pplgen's
-``Trainer`` checks the first step only unless ``validate_every_step=True``
+``TrainingStep`` checks the first step only unless ``validate_every_step=True``
 (``pplgen-checked``, every step checked, as stock Pyro does). The contenders are
 timed in one process, round-robin in a shuffled order each round after a
 warm-up, so load from other processes hits them alike; each contender has its
@@ -27,7 +27,7 @@ own param-store scope, entered outside the timed region.
 hand-written step under cProfile and prints, per step, the cumulative time of
 each phase, the forward pass (profiled alone) split by whose code spends it,
 and the Python functions with the most own time in pplgen's forward pass
-(validation off is what pplgen's ``Trainer`` runs after its first step by
+(validation off is what pplgen's ``TrainingStep`` runs after its first step by
 default). cProfile slows Python-heavy code more than tensor kernels: read the
 differences and shares, not the absolute figures.
 """
@@ -97,7 +97,7 @@ class HandWritten:
 class PplgenSVI:
     def __init__(self, vae, lr, validate_every_step=False):
         engine = pplgen.inference.get("svi", num_particles=1)
-        self.trainer = pplgen.Trainer(vae.model, vae.guide, engine, lr=lr, validate_every_step=validate_every_step)
+        self.trainer = pplgen.TrainingStep(vae.model, vae.guide, engine, lr=lr, validate_every_step=validate_every_step)
 
     def forward_module(self):
         return self.trainer.engine

@@ -153,8 +153,10 @@ def train(name, train_data, test_data, args):
     torch.manual_seed(args.seed)
     dmm = DeepMarkovModel()
     data = batches(*train_data, args)
-    options = {"lr": args.lr, "clip_norm": 10.0, "seed": args.seed, "accelerator": "cpu", "progress": False}
-    result = pplgen.fit(dmm, name, data, epochs=args.epochs, **options)
+    optimization = pplgen.Optimization(lr=args.lr, clip_norm=10.0)
+    result = pplgen.fit(
+        dmm, name, data, epochs=args.epochs, seed=args.seed, optimization=optimization, execution={"accelerator": "cpu"}
+    )
     loss, log_likelihood = result.metric("loss")[-1], held_out_log_likelihood(dmm, *test_data, args.eval_samples)
     return loss, f"loss/sequence {loss:8.2f}   test log p(x) {log_likelihood:8.2f}"
 

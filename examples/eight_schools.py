@@ -53,10 +53,9 @@ def fit(parameterization, guide, data, args):
         "svi",
         (data.sigma, data.y),
         steps=args.steps,
-        lr=args.lr,
         seed=args.seed,
-        accelerator="cpu",
-        progress=False,
+        optimization=pplgen.Optimization(lr=args.lr),
+        execution=pplgen.Execution(accelerator="cpu"),
     )
     return schools
 

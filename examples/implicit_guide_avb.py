@@ -57,8 +57,16 @@ def train(guide, engine, x_train, args):
     """Fit a fresh VAE; the decoder starts from the same weights whichever the guide."""
     torch.manual_seed(args.seed)
     vae = VAE(latent_dim=args.latent, hidden=(200, 200), guide=guide)
-    options = {"epochs": args.epochs, "batch_size": 100, "lr": args.lr, "seed": args.seed}
-    result = pplgen.fit(vae, engine, x_train, accelerator="cpu", progress=False, **options)
+    optimization = pplgen.Optimization(lr=args.lr)
+    result = pplgen.fit(
+        vae,
+        engine,
+        x_train,
+        epochs=args.epochs,
+        seed=args.seed,
+        optimization=optimization,
+        execution={"accelerator": "cpu"},
+    )
     return vae, result
 
 

@@ -44,7 +44,12 @@ SMOKE = {"topics": 3, "prodlda_epochs": 1, "lda_epochs": 1, "eval_samples": 5, "
 def fit_prodlda(train, args):
     prod = ProdLDA(train.num_words, num_topics=args.topics)
     prod.initialize_background(train.counts)
-    options = {"batch_size": 32, "lr": args.lr, "seed": args.seed, "accelerator": "cpu", "progress": False}
+    options = {
+        "batch_size": 32,
+        "seed": args.seed,
+        "optimization": {"lr": args.lr},
+        "execution": {"accelerator": "cpu"},
+    }
     pplgen.fit(prod, "svi", train.counts, epochs=args.prodlda_epochs, **options)
     return prod
 
@@ -52,7 +57,12 @@ def fit_prodlda(train, args):
 def fit_lda(train, args):
     lda = LDA(train.num_words, num_topics=args.topics)
     engine = pplgen.inference.get("rws", num_particles=5)
-    options = {"batch_size": 32, "lr": args.lr, "seed": args.seed, "accelerator": "cpu", "progress": False}
+    options = {
+        "batch_size": 32,
+        "seed": args.seed,
+        "optimization": {"lr": args.lr},
+        "execution": {"accelerator": "cpu"},
+    }
     pplgen.fit(lda, engine, train.tokens, epochs=args.lda_epochs, **options)
     return lda
 

@@ -87,8 +87,17 @@ def train(name, options, loop, x_train, args):
             for batch in x_train[torch.randperm(len(x_train))].split(100):
                 svi.step(batch)
     else:
-        settings = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "accelerator": "cpu", "progress": False}
-        pplgen.fit(model, engine, x_train, guide=guide, **settings)
+        optimization, execution = pplgen.Optimization(lr=args.lr), pplgen.Execution(accelerator="cpu")
+        pplgen.fit(
+            model,
+            engine,
+            x_train,
+            guide=guide,
+            epochs=args.epochs,
+            seed=args.seed,
+            optimization=optimization,
+            execution=execution,
+        )
     return model, guide
 
 

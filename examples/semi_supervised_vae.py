@@ -137,7 +137,12 @@ def train(name, images, labels, args):
     torch.manual_seed(args.seed)
     ssvae, engine = SSVAE(), pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
     num_labelled = args.labels_per_class * CLASSES
-    options = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "accelerator": "cpu", "progress": False}
+    options = {
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "optimization": {"lr": args.lr},
+        "execution": {"accelerator": "cpu"},
+    }
     try:
         engine.check(ssvae.model, ssvae.guide, images[num_labelled:][: args.batch_size])
     except pplgen.UnsupportedModelError as refusal:

@@ -56,8 +56,8 @@ def train(name, x_train, x_test, args):
     torch.manual_seed(args.seed)
     sbn = SigmoidBeliefNet(layers=args.layers)
     engine = pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
-    options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    result = pplgen.fit(sbn, engine, x_train, accelerator="cpu", progress=False, **options)
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    result = pplgen.fit(sbn, engine, x_train, **options, optimization={"lr": args.lr}, execution={"accelerator": "cpu"})
     loss = result.metric("loss")[-1]
     log_likelihood = pplgen.evaluate.log_likelihood(sbn, x_test, num_samples=args.eval_samples).mean().item()
     return log_likelihood, f"loss/digit {loss:7.2f}   test log p(x) {log_likelihood:8.2f}"

@@ -114,10 +114,9 @@ def train(name, x, args):
         (x,),
         guide=guide,
         steps=args.steps,
-        lr=args.lr,
         seed=args.seed,
-        accelerator="cpu",
-        progress=False,
+        optimization=pplgen.Optimization(lr=args.lr),
+        execution=pplgen.Execution(accelerator="cpu"),
     )
     loss, elbo = result.metric("loss")[-1], elbo_per_image(x)
     return loss, f"loss/image {loss:9.2f}   ELBO/image (K=100) {elbo:9.2f}"

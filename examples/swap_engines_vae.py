@@ -61,8 +61,10 @@ def train_and_score(make_engine, x_train, x_test, args):
     """Fit a fresh VAE (the same initial weights for every engine); its last loss, test ELBO and test log p(x)."""
     torch.manual_seed(args.seed)
     vae = VAE(latent_dim=args.latent, hidden=(args.hidden,))
-    options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    result = pplgen.fit(vae, make_engine(), x_train, accelerator="cpu", progress=False, **options)
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
+    result = pplgen.fit(
+        vae, make_engine(), x_train, **options, optimization={"lr": args.lr}, execution={"accelerator": "cpu"}
+    )
     elbo = pplgen.evaluate.elbo(vae, x_test, num_samples=10).mean().item()
     log_likelihood = pplgen.evaluate.log_likelihood(vae, x_test, num_samples=args.eval_samples).mean().item()
     return result.metric("loss")[-1], elbo, log_likelihood

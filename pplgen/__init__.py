@@ -13,17 +13,23 @@
 from pplgen import data, evaluate, inference
 from pplgen.checks import UnsupportedModelError
 from pplgen.engine import Engine, Loss
+from pplgen.options import Checkpointing, Evaluation, Execution, Optimization
+from pplgen.step import NonFiniteLossError, TrainingStep
 from pplgen.structure import graph
-from pplgen.training import FitResult, NonFiniteLossError, Trainer, fit
+from pplgen.training import FitResult, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpointing",
     "Engine",
+    "Evaluation",
+    "Execution",
     "FitResult",
     "Loss",
     "NonFiniteLossError",
-    "Trainer",
+    "Optimization",
+    "TrainingStep",
     "UnsupportedModelError",
     "data",
     "evaluate",

@@ -15,7 +15,9 @@ import random
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from pplgen.distributed import rank, world_size
 from pplgen.files import write_atomically
 
 FORMAT = "pplgen-checkpoint-3"
@@ -88,3 +90,57 @@ def check_resumable(path, state, engine_name, settings):
             f"{path} was trained with other settings ({described}); an exact resume needs the same "
             "ones: resume with the settings that wrote it, or start a new run."
         )
+
+
+def save(result, schedule, epoch, skip, settings):
+    """Rank 0 writes the checkpoint, with every rank's RNG states; the others wait until it is written."""
+    rng = [rng_state()]
+    if world_size() > 1:
+        rng = [None] * world_size()
+        dist.all_gather_object(rng, rng_state())
+    failure = None
+    if rank() == 0:
+        state = {
+            "engine_name": result.engine.name,
+            "settings": settings,
+            "trainer": result.training_step.state_dict(),
+            "scheduler": None if schedule is None else schedule.state_dict(),
+            "rng": rng,
+            "progress": {"epoch": epoch, "skip": skip},
+            "history": result.history,
+            "evaluations": result.evaluations,
+        }
+        try:
+            write(result.checkpoint, state)
+        except OSError as error:
+            failure = error
+    _raise_on_every_rank(failure, f"cannot write the checkpoint {result.checkpoint}")
+
+
+def _raise_on_every_rank(failure, what):
+    """Raise rank 0's ``failure`` (or nothing) on every rank, so no rank waits for one that stopped; the
+    broadcast is also the barrier after rank 0's write."""
+    message = [None if failure is None else f"{what}: {failure}"]
+    if world_size() > 1:
+        dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise OSError(message[0]) from failure
+
+
+def resume(result, schedule, settings):
+    """Load the checkpoint into the run; returns ``(epoch, batches to skip)``."""
+    state = read(result.checkpoint)
+    check_resumable(result.checkpoint, state, result.engine.name, settings)
+    try:
+        result.training_step.load_state_dict(state["trainer"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{result.checkpoint} does not fit this model, guide and engine (another architecture or "
+            f"options?): {str(error).rstrip('. ')}. Resume with the configuration that wrote it, or start a new checkpoint."
+        ) from error
+    if schedule is not None and state["scheduler"] is not None:
+        schedule.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"][rank()])
+    result.history = state["history"]
+    result.evaluations = state["evaluations"]
+    return state["progress"]["epoch"], state["progress"]["skip"]

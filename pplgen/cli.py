@@ -51,8 +51,9 @@ import pplgen
 from pplgen import data, inference, models
 from pplgen.checks import UnsupportedModelError
 from pplgen.distributed import rank
+from pplgen.options import PRECISIONS, Execution, Optimization
 from pplgen.reports import image_report, image_summary, posterior_report, topic_report
-from pplgen.training import PRECISIONS, NonFiniteLossError
+from pplgen.step import NonFiniteLossError
 
 #: Epochs trained when neither ``--epochs`` nor ``--steps`` is given.
 DEFAULT_EPOCHS = 10
@@ -464,11 +465,20 @@ def _add_training_arguments(group):
         "--devices", type=_devices, default=1, metavar="N|I,J", help="how many devices (processes), or which: 0,2"
     )
     group.add_argument(
+        "--num-nodes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="machines taking part (start the command on each with torchrun or under SLURM)",
+    )
+    group.add_argument(
         "--strategy", default="auto", help="Lightning Fabric strategy: auto or ddp (the command runs once per device)"
     )
     group.add_argument("--precision", choices=PRECISIONS, default="32-true", help="float precision (default 32-true)")
     group.add_argument("--compile", action="store_true", help="compile the training step with torch.compile")
-    group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="hide the progress bar"
+    )
 
 
 def _add_output_arguments(group):
@@ -633,20 +643,26 @@ def _fit_command(args):
         epochs=epochs,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
-        optimizer_options={"betas": GAN_BETAS} if engine_name == "gan" else None,
         seed=args.seed,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        precision=args.precision,
-        compile=args.compile,
-        eval_every=args.eval_every,
-        eval_samples=min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
-        ais_options={"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=args.progress,
+        optimization=Optimization(
+            lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
+            options={"betas": GAN_BETAS} if engine_name == "gan" else None,
+        ),
+        execution=Execution(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            precision=args.precision,
+            compile=args.compile,
+            progress=args.progress,
+        ),
+        evaluation={
+            "every": args.eval_every,
+            "samples": min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
+            "ais_options": {"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
+        },
+        checkpoint={"resume": args.resume, "overwrite": args.overwrite},
     )
     if rank() == 0:
         print(image_summary(record))
@@ -740,6 +756,7 @@ def _refuse_image_options(args, also):
         "--split-test": args.split_test != "test",
         "--accelerator": args.accelerator != "auto",
         "--devices": args.devices != 1,
+        "--num-nodes": args.num_nodes != 1,
         "--strategy": args.strategy != "auto",
         "--precision": args.precision != "32-true",
         "--compile": args.compile,

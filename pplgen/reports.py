@@ -30,25 +30,42 @@ from pplgen import diagnostics, evaluate, plots, structure, topics
 from pplgen.distributed import rank, world_size
 from pplgen.evaluate import held_out_scores
 from pplgen.files import write_atomically
+from pplgen.options import Checkpointing, Evaluation, Execution, Optimization
 from pplgen.training import fit
 
 
 def image_report(
-    model, engine, x_train, x_test, out, *, config, label, test_samples=5000, test_ais_options=None, **fit_options
+    model,
+    engine,
+    x_train,
+    x_test,
+    out,
+    *,
+    config,
+    label,
+    test_samples=5000,
+    test_ais_options=None,
+    evaluation=None,
+    checkpoint=None,
+    **fit_options,
 ):
     """Fit an image model (:mod:`pplgen.models`: ``VAE``, ``SigmoidBeliefNet``, ...) on ``x_train`` and write the
     run folder ``out``: ``checkpoint.pt`` (every epoch), then ``metrics.json`` (``config`` with what the run
     resolved, the losses per epoch, the evaluations and the test scores by ``test_samples`` importance samples,
     or by AIS with ``test_ais_options`` for an implicit guide or none), ``loss.png``, ``samples.png`` and
     ``reconstructions.png``, titled after ``label``. ``fit_options`` go to :func:`pplgen.fit`, which
-    evaluates on ``x_test`` during training. Returns the content of ``metrics.json``.
+    evaluates on ``x_test`` during training with the :class:`~pplgen.options.Evaluation` options
+    ``evaluation`` and checkpoints with the :class:`~pplgen.options.Checkpointing` options ``checkpoint``
+    (dicts without the data and the path). Returns the content of ``metrics.json``.
 
     In a multi-process fit (``devices=N``) every rank trains and scores its share of the test images; rank 0
     alone writes the folder.
     """
     out = Path(out)
     start = time.perf_counter()
-    result = fit(model, engine, x_train, valid_data=x_test, checkpoint=out / "checkpoint.pt", **fit_options)
+    evaluation = Evaluation(x_test, **(evaluation or {}))
+    checkpoint = Checkpointing(out / "checkpoint.pt", **(checkpoint or {}))
+    result = fit(model, engine, x_train, **fit_options, evaluation=evaluation, checkpoint=checkpoint)
     wall_time = time.perf_counter() - start
     device = next(model.parameters()).device
     x_test = x_test.to(device)
@@ -75,7 +92,7 @@ def _record(config, result, test, wall_time):
         "epochs": _epoch_losses(result.history),
         "evaluations": result.evaluations,
         "test": test,
-        "steps": result.trainer.num_steps,
+        "steps": result.training_step.num_steps,
         "wall_time_s": wall_time,
         "versions": {
             "pplgen": pplgen.__version__,
@@ -161,7 +178,7 @@ def posterior_report(
     compare_nuts=False,
     nuts_options=None,
     coords=None,
-    progress=True,
+    progress=None,
 ):
     """Fit ``model`` (with ``.model`` and ``.guide``) on the programs' ``arguments`` and write the run folder ``out``.
 
@@ -170,7 +187,15 @@ def posterior_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = fit(model, engine, arguments, steps=steps, lr=lr, seed=seed, accelerator="cpu", progress=progress)
+    result = fit(
+        model,
+        engine,
+        arguments,
+        steps=steps,
+        seed=seed,
+        optimization=Optimization(lr=lr),
+        execution=Execution(accelerator="cpu", progress=progress),
+    )
     fit_seconds = time.perf_counter() - start
     posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
     khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
@@ -209,7 +234,7 @@ def posterior_report(
 
 
 def topic_report(
-    model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=True
+    model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=None
 ):
     """Fit a topic model (:mod:`pplgen.models.lda`) on ``train`` (a :class:`~pplgen.data.Corpus`) and write
     the run folder ``out``: ``metrics.json`` (held-out perplexity beside the uniform and unigram
@@ -228,10 +253,9 @@ def topic_report(
         getattr(train, field),
         epochs=epochs,
         batch_size=batch_size,
-        lr=lr,
         seed=seed,
-        accelerator="cpu",
-        progress=progress,
+        optimization=Optimization(lr=lr),
+        execution=Execution(accelerator="cpu", progress=progress),
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -254,7 +278,7 @@ def topic_report(
             "lr": lr,
             "seed": seed,
         },
-        "steps": result.trainer.num_steps,
+        "steps": result.training_step.num_steps,
         "fit_wall_time_s": fit_seconds,
         "seconds_per_epoch": fit_seconds / epochs,
         "test_perplexity": topics.perplexity(log_likelihood, test.counts),

@@ -87,7 +87,7 @@ def test_fit_refuses_a_pair_with_no_parameter_by_name():
     entry = next(e for e in PROGRAMS if e.name == "no_trainable_parameters")
     model, guide, args, kwargs = entry.build()
     with pytest.raises(ValueError, match="no parameters to train"):
-        pplgen.fit(model, "svi", args, guide=guide, steps=1, progress=False)
+        pplgen.fit(model, "svi", args, guide=guide, steps=1)
 
 
 @pytest.mark.parametrize("entry", [e for e in PROGRAMS if e.pyro == "ok"], ids=lambda e: e.name)

@@ -52,7 +52,7 @@ def test_pyro_svi_steps_every_engine_and_its_helpers(name, programs):
 
 def test_predictive_reads_a_pplgen_fit():
     model, guide, args, kwargs = BY_NAME["vae_local_latents"].build()
-    result = pplgen.fit(model, "iwae", args, guide=guide, steps=5, progress=False)
+    result = pplgen.fit(model, "iwae", args, guide=guide, steps=5)
     samples = Predictive(result.model, guide=result.guide, num_samples=7)(*args)
     (x,) = args
     assert samples["x"].shape == (7, *x.shape)

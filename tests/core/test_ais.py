@@ -41,7 +41,7 @@ def test_ais_agrees_with_importance_sampling_on_a_trained_vae():
     pyro.set_rng_seed(0)
     digits = pplgen.data.load("mnist", "train", binarize="threshold")
     vae = VAE(latent_dim=5, hidden=(64,))
-    pplgen.fit(vae, "svi", digits[:1000], steps=300, batch_size=100, lr=3e-3, progress=False)
+    pplgen.fit(vae, "svi", digits[:1000], steps=300, batch_size=100, optimization=pplgen.Optimization(lr=3e-3))
     held_out = digits[-20:]
     difference = (
         ais(vae, held_out, num_steps=100, num_chains=8).mean() - log_likelihood(vae, held_out, num_samples=2000).mean()

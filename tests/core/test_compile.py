@@ -18,7 +18,7 @@ def test_compiled_steps_give_the_eager_losses(name):
         pyro.clear_param_store()
         pair, engine, x = small_case(name)
         result = pplgen.fit(
-            pair, engine, x, steps=3, batch_size=32, accelerator="cpu", compile=compiled, progress=False
+            pair, engine, x, steps=3, batch_size=32, execution=pplgen.Execution(accelerator="cpu", compile=compiled)
         )
         losses.append(torch.tensor([row["loss"] for row in result.history]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)

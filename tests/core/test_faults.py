@@ -12,6 +12,7 @@ import torch
 
 from pplgen import NonFiniteLossError, fit
 from pplgen.checkpoints import CheckpointError
+from pplgen.options import Checkpointing, Optimization
 from tests.support.cases import binary_data, small_vae
 
 
@@ -36,9 +37,8 @@ def test_an_update_that_makes_a_parameter_non_finite_stops_and_keeps_the_last_fi
             binary_data(),
             epochs=3,
             batch_size=64,
-            optimizer=ExplodesOnSecondStep,
+            optimization=Optimization(optimizer=ExplodesOnSecondStep),
             checkpoint=path,
-            progress=False,
         )
     state = torch.load(path, weights_only=True)
     assert state["progress"]["epoch"] == 1
@@ -46,33 +46,35 @@ def test_an_update_that_makes_a_parameter_non_finite_stops_and_keeps_the_last_fi
     assert all(torch.isfinite(w).all() for w in weights)
 
 
-@pytest.mark.parametrize("changed", [{"lr": 1e-2}, {"seed": 7}, {"batch_size": 32}])
+@pytest.mark.parametrize(
+    "changed", [{"optimization": {"lr": 1e-2}}, {"seed": 7}, {"batch_size": 32}], ids=["lr", "seed", "batch_size"]
+)
 def test_resume_with_changed_settings_is_refused_by_name(tmp_path, changed):
     path = tmp_path / "checkpoint.pt"
-    settings = {"lr": 1e-3, "seed": 0, "batch_size": 16}
-    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False, **settings)
+    settings = {"optimization": {"lr": 1e-3}, "seed": 0, "batch_size": 16}
+    fit(small_vae(), "svi", binary_data(), epochs=1, **settings, checkpoint=path)
     ((name, value),) = changed.items()
+    if name == "optimization":
+        name, value = "lr", 1e-2
     with pytest.raises(CheckpointError, match=rf"other settings \({name} was .*, now .*{value}"):
         fit(
             small_vae(),
             "svi",
             binary_data(),
             epochs=2,
-            checkpoint=path,
-            resume=True,
-            progress=False,
             **{**settings, **changed},
+            checkpoint=Checkpointing(path, resume=True),
         )
 
 
 def test_an_existing_checkpoint_is_not_replaced_without_resume_or_overwrite(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path)
     before = path.read_bytes()
     with pytest.raises(ValueError, match="already exists: pass resume=True .* or overwrite=True"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+        fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path)
     assert path.read_bytes() == before
-    fit(small_vae(seed=3), "svi", binary_data(), epochs=1, checkpoint=path, overwrite=True, progress=False)
+    fit(small_vae(seed=3), "svi", binary_data(), epochs=1, checkpoint=Checkpointing(path, overwrite=True))
     assert path.read_bytes() != before
 
 
@@ -93,10 +95,10 @@ class Payload:
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_broken_checkpoint_is_one_named_line_without_unpickling_advice(tmp_path, content, message):
     path = tmp_path / "checkpoint.pt"
-    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path, progress=False)
+    fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path)
     path.write_bytes(content(path.read_bytes()))
     with pytest.raises(CheckpointError, match=message) as caught:
-        fit(small_vae(), "svi", binary_data(), epochs=2, checkpoint=path, resume=True, progress=False)
+        fit(small_vae(), "svi", binary_data(), epochs=2, checkpoint=Checkpointing(path, resume=True))
     text = str(caught.value)
     assert "\n" not in text and "weights_only" not in text and str(path) in text
 
@@ -106,7 +108,7 @@ def test_grey_data_are_refused_whole_with_the_row_and_a_binarize_hint():
     x = binary_data(n=64)
     x[50, 3] = 0.4
     with pytest.raises(ValueError, match=r"site 'x' observes the data with a Bernoulli.* first at row 50: binarize"):
-        fit(small_vae(), "svi", x, epochs=1, batch_size=16, progress=False)
+        fit(small_vae(), "svi", x, epochs=1, batch_size=16)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,7 @@ def test_grey_data_are_refused_whole_with_the_row_and_a_binarize_hint():
 )
 def test_data_of_the_wrong_kind_are_named(data, message):
     with pytest.raises(ValueError, match=message):
-        fit(small_vae(), "svi", data, epochs=1, progress=False)
+        fit(small_vae(), "svi", data, epochs=1)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +139,7 @@ def test_data_of_the_wrong_kind_are_named(data, message):
 def test_a_bogus_device_option_is_named(option, value):
     devices = {"devices": 2} if value == "ddp_spawn" else {}
     with pytest.raises(ValueError, match=f"{option}={value!r}"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, progress=False, **{option: value, **devices})
+        fit(small_vae(), "svi", binary_data(), epochs=1, execution={option: value, **devices})
 
 
 def test_a_model_that_observes_nothing_is_refused_when_given_data():
@@ -149,4 +151,4 @@ def test_a_model_that_observes_nothing_is_refused_when_given_data():
 
     for engine in ("svi", "rws"):
         with pytest.raises(ValueError, match="the model observes no site .* the data given to fit are never scored"):
-            fit(model, engine, binary_data(), guide=guide, epochs=1, progress=False)
+            fit(model, engine, binary_data(), guide=guide, epochs=1)

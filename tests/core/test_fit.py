@@ -13,6 +13,7 @@ import pplgen
 from pplgen import NonFiniteLossError, fit
 from pplgen.inference import SVI
 from pplgen.models import VAE
+from pplgen.options import Checkpointing, Evaluation, Execution, Optimization
 from tests.support.cases import binary_data, small_vae
 from tests.support.linear_gaussian import LinearGaussian
 
@@ -22,9 +23,9 @@ def losses(result):
 
 
 def test_same_seed_same_history():
-    first = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=3)
-    second = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=3)
-    third = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, progress=False, seed=4)
+    first = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, seed=3)
+    second = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, seed=3)
+    third = fit(small_vae(), "svi", binary_data(), epochs=2, batch_size=16, seed=4)
     assert losses(first) == losses(second)
     assert losses(first) != losses(third)
 
@@ -32,11 +33,13 @@ def test_same_seed_same_history():
 @pytest.mark.parametrize("stop", [{"epochs": 2}, {"steps": 7}], ids=["epoch-boundary", "mid-epoch"])
 @pytest.mark.parametrize("engine", ["svi", "iwae"])
 def test_resume_continues_exactly(tmp_path, stop, engine):
-    options = dict(batch_size=16, progress=False, seed=5, valid_data=binary_data(8, seed=9), eval_samples=4)
+    options = dict(batch_size=16, seed=5, evaluation=Evaluation(binary_data(8, seed=9), samples=4))
     whole = fit(small_vae(), engine, binary_data(), epochs=4, **options)
     path = tmp_path / "run" / "checkpoint.pt"
-    fit(small_vae(), engine, binary_data(), checkpoint=path, **stop, **options)
-    resumed = fit(small_vae(seed=123), engine, binary_data(), epochs=4, checkpoint=path, resume=True, **options)
+    fit(small_vae(), engine, binary_data(), **stop, **options, checkpoint=path)
+    resumed = fit(
+        small_vae(seed=123), engine, binary_data(), epochs=4, **options, checkpoint=Checkpointing(path, resume=True)
+    )
     assert losses(resumed) == losses(whole)
     assert resumed.evaluations == whole.evaluations
     for a, b in zip(whole.model.__self__.parameters(), resumed.model.__self__.parameters()):
@@ -47,7 +50,7 @@ def test_resume_continues_exactly(tmp_path, stop, engine):
 def test_checkpoint_loads_without_pickled_code(tmp_path):
     path = tmp_path / "checkpoint.pt"
     vae = small_vae()
-    fit(vae, "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    fit(vae, "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path)
     state = torch.load(path, weights_only=True)
     assert state["engine_name"] == "svi"
     for name, value in vae.state_dict().items():
@@ -56,17 +59,17 @@ def test_checkpoint_loads_without_pickled_code(tmp_path):
 
 def test_resume_with_another_engine_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path)
     with pytest.raises(ValueError, match="written by engine 'svi', not 'iwae'"):
-        fit(small_vae(), "iwae", binary_data(), epochs=2, batch_size=16, checkpoint=path, resume=True, progress=False)
+        fit(small_vae(), "iwae", binary_data(), epochs=2, batch_size=16, checkpoint=Checkpointing(path, resume=True))
 
 
 def test_resume_with_another_architecture_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path, progress=False)
+    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path)
     other = VAE(data_dim=16, latent_dim=4, hidden=(12,))
     with pytest.raises(ValueError, match="checkpoint.pt does not fit this model, guide and engine"):
-        fit(other, "svi", binary_data(), epochs=2, batch_size=16, checkpoint=path, resume=True, progress=False)
+        fit(other, "svi", binary_data(), epochs=2, batch_size=16, checkpoint=Checkpointing(path, resume=True))
 
 
 class BreaksAtStep(SVI):
@@ -91,7 +94,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(
         NonFiniteLossError, match=r"step 6: engine 'svi' .*metric 'elbo' = nan.*checkpoint\.pt, is intact"
     ):
-        fit(vae, BreaksAtStep(at=6), binary_data(), epochs=3, batch_size=16, checkpoint=path, progress=False)
+        fit(vae, BreaksAtStep(at=6), binary_data(), epochs=3, batch_size=16, checkpoint=path)
     state = torch.load(path, weights_only=True)
     assert state["progress"] == {"epoch": 1, "skip": 0}
     assert all(torch.isfinite(p).all() for p in vae.parameters())
@@ -100,8 +103,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 def test_roles_and_per_role_learning_rates():
     vae = small_vae()
-    result = fit(vae, "svi", binary_data(), steps=1, lr={"model": 1e-2, "guide": 1e-4}, progress=False)
-    groups = {g["role"]: g for g in result.trainer.optimizer.param_groups}
+    result = fit(vae, "svi", binary_data(), steps=1, optimization=Optimization(lr={"model": 1e-2, "guide": 1e-4}))
+    groups = {g["role"]: g for g in result.training_step.optimizer.param_groups}
     assert groups["model"]["lr"] == 1e-2 and groups["guide"]["lr"] == 1e-4
     assert {id(p) for p in groups["model"]["params"]} == {id(p) for p in vae.decoder.parameters()}
     assert {id(p) for p in groups["guide"]["params"]} == {id(p) for p in vae.encoder.parameters()}
@@ -128,9 +131,16 @@ def test_plain_function_programs_are_trained_and_checkpointed(tmp_path):
     x = torch.randn(32, 2) + torch.tensor([2.0, -1.0])
     path = tmp_path / "checkpoint.pt"
     result = fit(
-        plain_model, "svi", x, guide=plain_guide, epochs=30, batch_size=32, lr=0.05, checkpoint=path, progress=False
+        plain_model,
+        "svi",
+        x,
+        guide=plain_guide,
+        epochs=30,
+        batch_size=32,
+        optimization=Optimization(lr=0.05),
+        checkpoint=path,
     )
-    roles = result.trainer.roles
+    roles = result.training_step.roles
     assert len(roles["model"]) == 2 and len(roles["guide"]) == 2
     assert result.history[-1]["loss"] < result.history[0]["loss"] - 10
     store = torch.load(path, weights_only=True)["trainer"]["param_store"]
@@ -140,10 +150,10 @@ def test_plain_function_programs_are_trained_and_checkpointed(tmp_path):
 
 def test_dataset_and_dataloader_data():
     x = binary_data()
-    from_dataset = fit(small_vae(), "svi", TensorDataset(x), epochs=1, batch_size=16, progress=False)
-    from_tensor = fit(small_vae(), "svi", x, epochs=1, batch_size=16, progress=False)
+    from_dataset = fit(small_vae(), "svi", TensorDataset(x), epochs=1, batch_size=16)
+    from_tensor = fit(small_vae(), "svi", x, epochs=1, batch_size=16)
     assert losses(from_dataset) == losses(from_tensor)
-    from_loader = fit(small_vae(), "svi", DataLoader(TensorDataset(x), batch_size=8), epochs=1, progress=False)
+    from_loader = fit(small_vae(), "svi", DataLoader(TensorDataset(x), batch_size=8), epochs=1)
     assert len(from_loader.history) == 8
 
 
@@ -152,7 +162,7 @@ def test_short_run_on_linear_gaussian_reaches_exact_evidence():
     torch.manual_seed(0)
     truth = LinearGaussian()
     x = truth.w.detach() * torch.randn(512, 2) + truth.b.detach() + truth.sigma * torch.randn(512, 2)
-    result = fit(LinearGaussian(), "svi", x, epochs=60, batch_size=128, lr=0.05, progress=False)
+    result = fit(LinearGaussian(), "svi", x, epochs=60, batch_size=128, optimization=Optimization(lr=0.05))
     learned = result.model.__self__
     gap = learned.log_evidence(x).mean() - learned.analytic_elbo(x).mean()
     assert gap.item() < 0.02
@@ -168,46 +178,46 @@ def test_short_run_on_linear_gaussian_reaches_exact_evidence():
             "non-finite values .* 4 rows, first at row 0",
         ),
         (
-            lambda: fit(small_vae(), "svi", torch.ones(4, 10), epochs=1, progress=False),
+            lambda: fit(small_vae(), "svi", torch.ones(4, 10), epochs=1),
             ValueError,
             r"expects data of shape \(batch, 16\), got \(4, 10\)",
         ),
         (lambda: fit(small_vae(), "svi", binary_data()), ValueError, "give epochs=... or steps=..."),
         (lambda: fit(small_vae(), "svi", binary_data(), epochs=0), ValueError, "epochs must be a positive int"),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"decoder": 1.0}),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(lr={"decoder": 1.0})),
             ValueError,
             "lr has unknown roles",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("nan")),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(lr=float("nan"))),
             ValueError,
             "lr must be a finite positive number",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr=float("inf")),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(lr=float("inf"))),
             ValueError,
             "lr must be a finite positive number",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"guide": -1e-3}),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(lr={"guide": -1e-3})),
             ValueError,
             r"lr\['guide'\] must be a finite positive",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, lr={"model": True}),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(lr={"model": True})),
             ValueError,
             r"lr\['model'\] must be a finite positive",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimizer="adam"),
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, optimization=Optimization(optimizer="adam")),
             TypeError,
             "optimizer must be a torch.optim.Optimizer class",
         ),
         (
-            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, resume=True),
-            ValueError,
-            "resume=True needs checkpoint",
+            lambda: fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=3),
+            TypeError,
+            "checkpoint must be a Checkpointing, a dict of its options, a str or a Path, got int",
         ),
         (lambda: fit(small_vae(), "nuts", binary_data(), epochs=1), ValueError, "unknown engine 'nuts'"),
         (lambda: fit(lambda x: None, "svi", binary_data(), epochs=1), TypeError, "no guide given"),
@@ -237,7 +247,7 @@ def test_bad_input_is_named(call, error, message):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_named():
     with pytest.raises(ValueError, match="accelerator='cuda'.*cannot run here"):
-        fit(small_vae(), "svi", binary_data(), epochs=1, accelerator="cuda")
+        fit(small_vae(), "svi", binary_data(), epochs=1, execution=Execution(accelerator="cuda"))
 
 
 def test_fit_leaves_the_callers_random_states_and_threads_as_it_found_them():
@@ -250,6 +260,6 @@ def test_fit_leaves_the_callers_random_states_and_threads_as_it_found_them():
     np.random.seed(5)
     torch.manual_seed(5)
     threads = torch.get_num_threads()
-    pplgen.fit(vae, "svi", x, steps=2, seed=11, progress=False)
+    pplgen.fit(vae, "svi", x, steps=2, seed=11)
     assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
     assert torch.get_num_threads() == threads

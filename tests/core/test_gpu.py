@@ -34,7 +34,9 @@ def family(name):
 def test_every_engine_trains_its_model_family_on_cuda_and_resumes_exactly(name, tmp_path):
     x = digits()
     pair = family(name)
-    result = pplgen.fit(pair, get(name), x, epochs=2, accelerator="cuda", checkpoint=tmp_path / "c.pt", progress=False)
+    result = pplgen.fit(
+        pair, get(name), x, epochs=2, execution=pplgen.Execution(accelerator="cuda"), checkpoint=tmp_path / "c.pt"
+    )
     assert all(p.is_cuda for p in pair.parameters())
     assert result.metric("loss")[-1] < result.metric("loss")[0]
     estimate = evaluate.log_likelihood(pair, x[:100].cuda(), num_samples=500)
@@ -44,10 +46,8 @@ def test_every_engine_trains_its_model_family_on_cuda_and_resumes_exactly(name, 
         get(name),
         x,
         epochs=2,
-        accelerator="cuda",
-        checkpoint=tmp_path / "c.pt",
-        resume=True,
-        progress=False,
+        execution=pplgen.Execution(accelerator="cuda"),
+        checkpoint=pplgen.Checkpointing(tmp_path / "c.pt", resume=True),
     )
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in result.history]
 
@@ -56,10 +56,12 @@ def test_every_engine_trains_its_model_family_on_cuda_and_resumes_exactly(name, 
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_every_engine_trains_in_mixed_precision_on_cuda(name, precision):
     pair = family(name)
-    result = pplgen.fit(pair, get(name), digits(), epochs=2, accelerator="cuda", precision=precision, progress=False)
+    result = pplgen.fit(
+        pair, get(name), digits(), epochs=2, execution=pplgen.Execution(accelerator="cuda", precision=precision)
+    )
     losses = result.metric("loss")
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
-    assert (result.trainer.scaler is not None) == (precision == "16-mixed")
+    assert (result.training_step.scaler is not None) == (precision == "16-mixed")
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
@@ -67,7 +69,12 @@ def test_compiled_steps_give_the_eager_losses_on_cuda(name):
     losses = []
     for compiled in (False, True):
         result = pplgen.fit(
-            family(name), get(name), digits(200), steps=3, accelerator="cuda", compile=compiled, seed=0, progress=False
+            family(name),
+            get(name),
+            digits(200),
+            steps=3,
+            seed=0,
+            execution=pplgen.Execution(accelerator="cuda", compile=compiled),
         )
         losses.append(torch.tensor([row["loss"] for row in result.history]))
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-2)
@@ -77,7 +84,7 @@ def test_a_step_copies_to_the_host_at_most_twice():
     """The step's only device-to-host copies: the reduced metrics with the surrogate (one) and the finiteness of
     the updated parameters (one); nothing else in engine, model or guide synchronizes."""
     pair, x = family("svi"), digits(200).cuda()
-    trainer = pplgen.Trainer(pair.model, pair.guide, get("svi"))
+    trainer = pplgen.TrainingStep(pair.model, pair.guide, get("svi"))
     pair.cuda()
     trainer.step(x)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
@@ -92,7 +99,7 @@ def test_implicit_guide_trains_by_avb_and_is_scored_by_ais_on_cuda():
     torch.manual_seed(0)
     vae = VAE(latent_dim=8, guide="implicit")
     engine = get("avb", num_particles=4, adaptive_contrast=True)
-    result = pplgen.fit(vae, engine, x, epochs=2, accelerator="cuda", valid_data=x[:50], progress=False)
+    result = pplgen.fit(vae, engine, x, epochs=2, execution=pplgen.Execution(accelerator="cuda"), evaluation=x[:50])
     assert all(p.is_cuda for p in [*vae.parameters(), *engine.parameters()])
     assert result.evaluations[-1]["estimator"].startswith("ais")
     estimate = evaluate.ais(vae, x[:20].cuda(), num_steps=20, num_chains=4)

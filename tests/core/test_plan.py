@@ -124,14 +124,9 @@ def entry_paths(engine, model, guide, *args):
     return {
         "check": verdict(lambda: fresh(**engine_options(engine)).check(model, guide, *args)),
         "call": verdict(lambda: step(fresh(**engine_options(engine)), model, guide, *args)),
-        "fit": verdict(
-            lambda: pplgen.fit(model, fresh(**engine_options(engine)), args[0], guide=guide, steps=1, **FIT_QUIETLY)
-        ),
+        "fit": verdict(lambda: pplgen.fit(model, fresh(**engine_options(engine)), args[0], guide=guide, steps=1)),
         "pyro_svi": verdict(in_pyro_svi),
     }
-
-
-FIT_QUIETLY = {"progress": False}
 
 
 def engine_options(engine):

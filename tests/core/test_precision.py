@@ -73,11 +73,8 @@ def test_a_bf16_mixed_vae_fit_is_within_one_nat_of_float32():
             "svi",
             x,
             epochs=5,
-            accelerator="cpu",
-            precision=precision,
-            valid_data=x_test,
-            eval_samples=200,
-            progress=False,
+            execution=pplgen.Execution(accelerator="cpu", precision=precision),
+            evaluation=pplgen.Evaluation(x_test, samples=200),
         )
         scores[precision] = result.evaluations[-1]["log_likelihood"]
     assert abs(scores["bf16-mixed"] - scores["32-true"]) < 1.0

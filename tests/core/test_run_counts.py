@@ -71,9 +71,7 @@ def test_fit_runs_the_pair_once_to_probe_it_and_then_only_its_steps(name):
     pyro.clear_param_store()
     counted_model, counted_guide = Counted(model), Counted(guide)
     engine = inference.get(name)
-    result = pplgen.fit(
-        counted_model, engine, x, guide=counted_guide if engine.needs_guide else None, steps=1, progress=False
-    )
+    result = pplgen.fit(counted_model, engine, x, guide=counted_guide if engine.needs_guide else None, steps=1)
     first = runs(counted_model, counted_guide)
     result.engine(result.model, result.guide, x)  # a second step of the planned pair: no probe
     step = runs(counted_model, counted_guide)
@@ -87,7 +85,7 @@ def test_evaluation_with_the_fits_plan_does_not_probe(name):
     (plus, after a one-particle engine, one trial of K particles at once, kept in the plan)."""
     pyro.clear_param_store()
     counted_model, counted_guide = Counted(model), Counted(guide)
-    result = pplgen.fit(counted_model, name, x, guide=counted_guide, steps=1, progress=False)
+    result = pplgen.fit(counted_model, name, x, guide=counted_guide, steps=1)
     runs(counted_model, counted_guide)
     trial = 1 if result.engine.num_particles == 1 else 0
     held_out_scores(result.model, result.guide, x, 50, plan=result.engine.plan)

@@ -104,12 +104,14 @@ def family(kind):
     return SigmoidBeliefNet(layers=(3,), observed=8)
 
 
-ACCELERATOR = {"name": "cpu"}
+ACCELERATOR = {"name": "cpu", "num_nodes": 1}
 
 
 def options(devices):
-    strategy = "ddp" if devices > 1 else "auto"
-    return {"accelerator": ACCELERATOR["name"], "devices": devices, "strategy": strategy, "progress": False}
+    nodes = ACCELERATOR["num_nodes"]
+    strategy = "ddp" if devices * nodes > 1 else "auto"
+    execution = {"accelerator": ACCELERATOR["name"], "devices": devices, "num_nodes": nodes, "strategy": strategy}
+    return {"execution": execution}
 
 
 def parameters(*modules):
@@ -122,7 +124,16 @@ def map_scenario(devices):
         pyro.clear_param_store()
         torch.manual_seed(0)
         program = MapRegression(total)
-        pplgen.fit(program, "svi", regression_data(), steps=5, batch_size=12, lr=0.05, seed=0, **options(devices))
+        pplgen.fit(
+            program,
+            "svi",
+            regression_data(),
+            steps=5,
+            batch_size=12,
+            seed=0,
+            **options(devices),
+            optimization=pplgen.Optimization(lr=0.05),
+        )
         finals[name] = parameters(program).cpu()
     return finals
 
@@ -133,9 +144,16 @@ def mean_update_scenario(devices):
         pyro.clear_param_store()
         program, engine, x = family(kind), get(name, **engine_options), binary_data()
         result = pplgen.fit(
-            program, engine, x, steps=1, batch_size=16, lr=1e-3, seed=0, optimizer=torch.optim.SGD, **options(devices)
+            program,
+            engine,
+            x,
+            steps=1,
+            batch_size=16,
+            seed=0,
+            **options(devices),
+            optimization=pplgen.Optimization(lr=1e-3, optimizer=torch.optim.SGD),
         )
-        trainer = result.trainer
+        trainer = result.training_step
         start = trainer.state_dict()
         plates = data_plates(program.model, (x,)) if devices > 1 else None
         params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
@@ -164,10 +182,8 @@ def resume_scenario(devices, folder):
                 steps=stop,
                 batch_size=4,
                 seed=3,
-                checkpoint=checkpoint,
-                resume=stop != stops[0],
-                overwrite=stop == stops[0],
                 **options(devices),
+                checkpoint=pplgen.Checkpointing(checkpoint, resume=stop != stops[0], overwrite=stop == stops[0]),
             )
         histories[label] = {"history": result.history, "state": parameters(program, result.engine)}
     return histories
@@ -189,12 +205,9 @@ def evaluation_scenario(devices):
         x,
         steps=1,
         batch_size=10,
-        valid_data=held_out,
-        eval_samples=16,
-        optimizer=torch.optim.SGD,
-        lr=1e-9,
-        scheduler=scheduler,
         **options(devices),
+        optimization=pplgen.Optimization(optimizer=torch.optim.SGD, lr=1e-9, scheduler=scheduler),
+        evaluation=pplgen.Evaluation(held_out, samples=16),
     )
     exact = torch.distributions.Normal(0.0, math.sqrt(2.0)).log_prob(held_out).sum(-1).mean().item()
     return {"evaluation": result.evaluations[-1]["log_likelihood"], "exact": exact, "draw_in_fit": draws[0]}
@@ -222,10 +235,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scenarios", default="map,mean_update,resume,evaluation,refusal")
     args = parser.parse_args()
-    ACCELERATOR["name"] = args.accelerator
+    ACCELERATOR["name"], ACCELERATOR["num_nodes"] = args.accelerator, args.num_nodes
     torch.set_num_threads(1)
     results = {}
     for scenario in args.scenarios.split(","):

@@ -1,10 +1,12 @@
 """Data parallel fits on CPU with 2 processes (gloo) against the same fits in 1 process.
 
 ``parallel_worker.py`` runs each scenario with ``devices=1`` and with ``devices=2`` (Fabric launching the
-second process), and once more under ``torchrun``; every process pins itself to one thread.
+second process), once more under ``torchrun``, and as two nodes of one process each (two launchers
+rendezvousing on 127.0.0.1, as two machines would); every process pins itself to one thread.
 """
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,29 @@ def run(command, out):
     assert finished.returncode == 0, finished.stderr[-3000:]
 
 
+def run_two_nodes(command, out):
+    """``command`` started twice, as node 0 and node 1 of one process each, meeting at 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    environment.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    nodes = [
+        subprocess.Popen(
+            command,
+            env={**environment, "NODE_RANK": str(node)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=out.parent,
+        )
+        for node in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=600)
+        assert node.returncode == 0, stderr[-3000:]
+
+
 def load(folder, rank=0):
     return torch.load(folder / f"rank{rank}.pt", weights_only=False)
 
@@ -37,8 +62,24 @@ def runs(tmp_path_factory):
         [*torchrun, str(WORKER), "--devices", "2", "--scenarios", "map", "--out", str(root / "torchrun")],
         root / "torchrun",
     )
+    run_two_nodes(
+        [
+            sys.executable,
+            str(WORKER),
+            "--devices",
+            "1",
+            "--num-nodes",
+            "2",
+            "--scenarios",
+            "map",
+            "--out",
+            str(root / "nodes"),
+        ],
+        root / "nodes",
+    )
     return {
         "one": load(root / "one"),
+        "nodes": [load(root / "nodes", r) for r in (0, 1)],
         "two": [load(root / "two", r) for r in (0, 1)],
         "torchrun": [load(root / "torchrun", r) for r in (0, 1)],
     }
@@ -46,7 +87,7 @@ def runs(tmp_path_factory):
 
 def test_two_processes_ran_each_on_its_share_of_the_cores(runs):
     assert runs["one"]["world_size"] == 1
-    assert [r["world_size"] for r in runs["two"] + runs["torchrun"]] == [2, 2, 2, 2]
+    assert [r["world_size"] for r in runs["two"] + runs["torchrun"] + runs["nodes"]] == [2] * 6
     assert [r["threads"] for r in runs["two"]] == [max(1, (os.cpu_count() or 1) // 2)] * 2
 
 
@@ -56,7 +97,7 @@ def test_ranks_draw_different_particles(runs):
     assert not torch.equal(rank0["evaluation"]["draw_in_fit"], rank1["evaluation"]["draw_in_fit"])
 
 
-@pytest.mark.parametrize("launcher", ["two", "torchrun"])
+@pytest.mark.parametrize("launcher", ["two", "torchrun", "nodes"])
 @pytest.mark.parametrize("program", ["plain", "subsampled"])
 def test_deterministic_updates_equal_one_process_on_the_union(runs, launcher, program):
     """A MAP fit (Delta guide for a global latent, a network in the model), 5 Adam steps of batch 12 split

@@ -60,7 +60,9 @@ def marginal_data(n, seed):
 def fit_conjugate(engine, steps):
     pyro.set_rng_seed(0)
     module = ConjugateGaussian()
-    pplgen.fit(module, engine, marginal_data(4000, 1), steps=steps, batch_size=200, lr=3e-3, progress=False)
+    pplgen.fit(
+        module, engine, marginal_data(4000, 1), steps=steps, batch_size=200, optimization=pplgen.Optimization(lr=3e-3)
+    )
     return module
 
 
@@ -167,7 +169,7 @@ def test_fit_takes_the_steps_of_a_plain_torch_loop():
         torch.manual_seed(1)
         module, engine = CorrelatedGaussian(), get("avb", discriminator=(16,))
         if use_fit:
-            pplgen.fit(module, engine, (x,), steps=20, seed=0, progress=False)
+            pplgen.fit(module, engine, (x,), steps=20, seed=0)
         else:
             pyro.set_rng_seed(0)
             optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -181,11 +183,11 @@ def test_fit_takes_the_steps_of_a_plain_torch_loop():
 
 def test_the_discriminator_is_in_no_role_and_a_helper_rate_is_refused():
     module, engine, x = CorrelatedGaussian(), get("avb", discriminator=(16,)), correlated_data(50, 1)
-    trainer = pplgen.Trainer(module.model, module.guide, engine)
+    trainer = pplgen.TrainingStep(module.model, module.guide, engine)
     trainer.step(x)
     assert trainer.roles["helper"] == []
     with pytest.raises(ValueError, match=r"avb fits its own networks.*discriminator_lr"):
-        pplgen.fit(module, engine, (x,), steps=1, lr={"model": 1e-3, "helper": 1e-3}, progress=False)
+        pplgen.fit(module, engine, (x,), steps=1, optimization=pplgen.Optimization(lr={"model": 1e-3, "helper": 1e-3}))
 
 
 def implicit_vae():
@@ -338,9 +340,7 @@ def test_prior_contrast_refuses_dependent_priors_and_names_adaptive_contrast():
 
 def test_fit_scores_implicit_guides_by_ais_and_says_so():
     vae, x = implicit_vae()
-    result = pplgen.fit(
-        vae, get("avb", discriminator=(16,)), x, steps=2, batch_size=3, valid_data=x[:2], progress=False
-    )
+    result = pplgen.fit(vae, get("avb", discriminator=(16,)), x, steps=2, batch_size=3, evaluation=x[:2])
     evaluation = result.evaluations[-1]
     assert evaluation["estimator"].startswith("ais")
     assert "'z'" in evaluation["estimator"] and evaluation["elbo"] is None

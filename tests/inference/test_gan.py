@@ -44,7 +44,7 @@ def test_a_linear_generator_fits_the_data_mean_and_variance(one_thread):
     torch.manual_seed(0)
     generator = LinearGenerator()
     engine = get("gan", discriminator=(32, 32), discriminator_lr=1e-3)
-    pplgen.fit(generator, engine, x, epochs=30, batch_size=200, lr=1e-2, progress=False)
+    pplgen.fit(generator, engine, x, epochs=30, batch_size=200, optimization=pplgen.Optimization(lr=1e-2))
     assert generator.a.item() ** 2 == pytest.approx(4.0, rel=0.15)
     assert generator.b.item() == pytest.approx(3.0, abs=0.2)
 
@@ -128,7 +128,7 @@ def test_r1_covers_the_modes_of_the_eight_gaussians_ring(one_thread):
     torch.manual_seed(0)
     ring = RingGenerator()
     engine = get("gan", discriminator=(64, 64), gradient_penalty=1.0, discriminator_lr=3e-4, discriminator_steps=2)
-    pplgen.fit(ring, engine, x, epochs=300, batch_size=256, lr=3e-4, seed=0, progress=False)
+    pplgen.fit(ring, engine, x, epochs=300, batch_size=256, seed=0, optimization=pplgen.Optimization(lr=3e-4))
     with torch.no_grad():
         samples = ring.net(torch.randn(2000, 2, generator=torch.Generator().manual_seed(1)))
     distance, mode = torch.cdist(samples, centres).min(1)
@@ -163,7 +163,7 @@ def test_ais_scores_a_linear_gaussian_decoder_trained_by_gan_exactly():
     torch.manual_seed(0)
     decoder = LinearDecoder()
     x = torch.randn(400, 4, generator=torch.Generator().manual_seed(5)) * 2
-    pplgen.fit(decoder, get("gan", discriminator=(16,)), x, steps=20, batch_size=100, progress=False)
+    pplgen.fit(decoder, get("gan", discriminator=(16,)), x, steps=20, batch_size=100)
     held_out = torch.randn(30, 4, generator=torch.Generator().manual_seed(6)) * 2
     pyro.set_rng_seed(0)
     estimate = ais(decoder.model, held_out, num_steps=200, num_chains=16)
@@ -209,13 +209,11 @@ def test_fit_trains_a_model_without_a_guide_and_other_engines_still_need_one():
         x,
         steps=3,
         batch_size=100,
-        valid_data=x[:20],
-        ais_options={"num_steps": 5, "num_chains": 2},
-        progress=False,
+        evaluation=pplgen.Evaluation(x[:20], ais_options={"num_steps": 5, "num_chains": 2}),
     )
     assert result.evaluations[-1]["estimator"].startswith("ais") and "no guide" in result.evaluations[-1]["estimator"]
     with pytest.raises(TypeError, match="no guide given"):
-        pplgen.fit(generator.model, "svi", x, steps=1, progress=False)
+        pplgen.fit(generator.model, "svi", x, steps=1)
     assert "gan" not in guided_engines()
 
 
@@ -226,7 +224,7 @@ def test_the_same_decoder_trains_as_a_vae_an_iwae_and_a_gan():
         torch.manual_seed(0)
         decoder = VAE(data_dim=12, latent_dim=2, hidden=(8,), likelihood="gaussian")
         before = [p.detach().clone() for p in decoder.decoder.parameters()]
-        result = pplgen.fit(decoder, engine, x, steps=3, batch_size=32, progress=False)
+        result = pplgen.fit(decoder, engine, x, steps=3, batch_size=32)
         assert all(math.isfinite(row["loss"]) for row in result.history)
         assert not all(torch.equal(p, q) for p, q in zip(decoder.decoder.parameters(), before))
 

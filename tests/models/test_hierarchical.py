@@ -23,7 +23,13 @@ def fitted_eight_schools(parameterization, guide, arguments, steps=1500):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     model = EightSchools(parameterization, guide=guide)
-    pplgen.fit(model, pplgen.inference.get("svi", num_particles=4), arguments, steps=steps, lr=0.02, progress=False)
+    pplgen.fit(
+        model,
+        pplgen.inference.get("svi", num_particles=4),
+        arguments,
+        steps=steps,
+        optimization=pplgen.Optimization(lr=0.02),
+    )
     return model
 
 
@@ -89,7 +95,13 @@ def test_multilevel_full_rank_fixed_effects_match_nuts():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     model = MultilevelRegression("full_rank")
-    pplgen.fit(model, pplgen.inference.get("svi", num_particles=4), arguments, steps=1500, lr=0.05, progress=False)
+    pplgen.fit(
+        model,
+        pplgen.inference.get("svi", num_particles=4),
+        arguments,
+        steps=1500,
+        optimization=pplgen.Optimization(lr=0.05),
+    )
     vi = posterior_means(diagnostics.to_inference_data(model, arguments, num_samples=4000), ("intercept", "slope"))
     reference = diagnostics.nuts_reference(model.model, *arguments, num_warmup=300, num_samples=500, num_chains=2)
     nuts = posterior_means(reference, ("intercept", "slope"))

@@ -26,7 +26,7 @@ def test_prodlda_by_svi_beats_the_uniform_and_unigram_baselines(corpus):
     pyro.set_rng_seed(0)
     model = ProdLDA(train.num_words, num_topics=20)
     model.initialize_background(train.counts)
-    pplgen.fit(model, "svi", train.counts, epochs=150, batch_size=32, lr=1e-2, progress=False)
+    pplgen.fit(model, "svi", train.counts, epochs=150, batch_size=32, optimization=pplgen.Optimization(lr=1e-2))
     log_likelihood = pplgen.evaluate.log_likelihood(model, test.counts, num_samples=100)
     score = topics.perplexity(log_likelihood, test.counts)
     assert score < 0.7 * train.num_words and score < topics.unigram_perplexity(train.counts, test.counts)
@@ -40,7 +40,14 @@ def test_discrete_lda_by_rws_beats_the_uniform_baseline(corpus):
     train, test = corpus
     pyro.set_rng_seed(0)
     model = LDA(train.num_words, num_topics=20)
-    pplgen.fit(model, get("rws", num_particles=5), train.tokens, epochs=30, batch_size=32, lr=1e-2, progress=False)
+    pplgen.fit(
+        model,
+        get("rws", num_particles=5),
+        train.tokens,
+        epochs=30,
+        batch_size=32,
+        optimization=pplgen.Optimization(lr=1e-2),
+    )
     log_likelihood = pplgen.evaluate.log_likelihood(model, test.tokens, num_samples=50, batch_size=20)
     assert topics.perplexity(log_likelihood, test.counts) < 0.7 * train.num_words
 

@@ -105,7 +105,7 @@ def test_every_score_function_engine_trains_every_family(name, family):
     torch.manual_seed(0)
     module = MODEL_FAMILIES[family]()
     before = [p.detach().clone() for p in module.parameters()]
-    result = pplgen.fit(module, name, binary_data(), steps=3, batch_size=10, progress=False)
+    result = pplgen.fit(module, name, binary_data(), steps=3, batch_size=10)
     assert len(result.history) >= 1 and all(torch.isfinite(torch.tensor(result.metric("loss"))))
     assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
@@ -115,23 +115,22 @@ def test_reparameterized_engines_refuse_belief_nets_and_name_the_alternatives(na
     sbn = SigmoidBeliefNet(layers=(6, 4), observed=12)
     message = rf"site 'h1' is a Bernoulli and has no rsample: {name} cannot differentiate through it; use wake_sleep, rws, nvil, vimco"
     with pytest.raises(UnsupportedModelError, match=message):
-        pplgen.fit(sbn, name, binary_data(), steps=1, batch_size=10, progress=False)
+        pplgen.fit(sbn, name, binary_data(), steps=1, batch_size=10)
 
 
 def test_nvil_resumes_exactly_from_a_checkpoint(tmp_path):
     """The baseline and the running statistics are saved and restored with the engine."""
     data = binary_data()
 
-    def run(**options):
+    def run(resume=False, **options):
         torch.manual_seed(0)
         return pplgen.fit(
             SigmoidBeliefNet(layers=(6, 4), observed=12),
             get("nvil", baseline=(5,)),
             data,
             batch_size=10,
-            checkpoint=tmp_path / "run.pt",
-            progress=False,
             **options,
+            checkpoint=pplgen.Checkpointing(tmp_path / "run.pt", resume=resume),
         )
 
     straight = run(epochs=2)

@@ -23,7 +23,7 @@ def test_short_run_improves_held_out_log_likelihood(digits, engine):
     torch.manual_seed(0)
     vae = VAE()
     before = evaluate.log_likelihood(vae, test, num_samples=100).mean()
-    pplgen.fit(vae, engine, train, epochs=3, batch_size=100, progress=False)
+    pplgen.fit(vae, engine, train, epochs=3, batch_size=100)
     after = evaluate.log_likelihood(vae, test, num_samples=100).mean()
     assert after - before > 250, (before, after)
     assert after > -200
@@ -36,14 +36,16 @@ def test_longer_run_reaches_documented_log_likelihood(digits):
     test = pplgen.data.load("mnist", split="test", binarize="threshold")
     torch.manual_seed(0)
     vae = VAE()
-    pplgen.fit(vae, "svi", train, epochs=50, batch_size=100, progress=False)
+    pplgen.fit(vae, "svi", train, epochs=50, batch_size=100)
     assert evaluate.log_likelihood(vae, test, num_samples=1000).mean() > -120
 
 
 def test_gaussian_likelihood_learns_grey_levels(digits):
     grey = pplgen.data.load("mnist", split="train")[:500]
     torch.manual_seed(0)
-    result = pplgen.fit(VAE(likelihood="gaussian"), "svi", grey, epochs=10, batch_size=100, lr=1e-2, progress=False)
+    result = pplgen.fit(
+        VAE(likelihood="gaussian"), "svi", grey, epochs=10, batch_size=100, optimization=pplgen.Optimization(lr=1e-2)
+    )
     assert result.metric("loss")[-1] < result.metric("loss")[0] - 300
 
 
@@ -82,7 +84,7 @@ def test_implicit_guide_trained_by_avb_improves_the_ais_log_likelihood(digits):
     torch.manual_seed(0)
     vae = VAE(latent_dim=8, hidden=(200,), guide="implicit")
     before = evaluate.ais(vae, test[:100], num_steps=20, num_chains=4).mean()
-    pplgen.fit(vae, "avb", train, epochs=3, batch_size=100, progress=False)
+    pplgen.fit(vae, "avb", train, epochs=3, batch_size=100)
     after = evaluate.ais(vae, test[:100], num_steps=20, num_chains=4).mean()
     assert after - before > 250 and after > -220, (before, after)
     assert vae.reconstruct(test[:4]).shape == (4, 784)
