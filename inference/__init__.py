@@ -1,10 +1,12 @@
 """Inference engines, one per module, and the registry that names them.
 
-Adding an engine: write its module, add one line to ``ENGINES``, one row to
-the conformance table in ``tests/inference/test_conformance.py`` and one entry
-to the README's engine table.
+Adding an engine: write its module, add one line to ``ENGINES`` and one row
+to the conformance table (``tests/support/outcomes.py``). Every "use X
+instead" in a refusal is derived here from the engines' traits (the class
+attributes of :class:`pplgen.engine.Engine`), so no other file names engines.
 """
 
+from pplgen.engine import Engine
 from pplgen.inference.avb import AVB
 from pplgen.inference.gan import GAN
 from pplgen.inference.iwae import IWAE
@@ -26,26 +28,50 @@ ENGINES = {
 }
 
 
-def get(name, **options):
+def get(name: str, **options) -> Engine:
     """An engine by its registry name, built with ``options``."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; registered engines: {', '.join(sorted(ENGINES))}")
     return ENGINES[name](**options)
 
 
-def guided_engines():
+def guided_engines() -> list[str]:
     """Names of the registered engines that train a model/guide pair (all but guide-free ones such as gan)."""
     return [name for name, engine in ENGINES.items() if engine.needs_guide]
 
 
-def score_function_engines():
+def score_function_engines() -> list[str]:
     """Names of the registered engines that train guides without ``rsample``."""
-    return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.reparameterized]
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.requires_rsample]
 
 
-def per_site_engines():
+def per_site_engines() -> list[str]:
     """Names of the registered engines that weight each site's term on its own (no importance weights)."""
     return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.needs_common_scale]
+
+
+def pathwise_engines() -> list[str]:
+    """Names of the registered engines that differentiate through the draws of guides with densities."""
+    return [
+        name
+        for name, engine in ENGINES.items()
+        if engine.needs_guide and engine.requires_rsample and not engine.implicit_guides
+    ]
+
+
+def implicit_guide_engines() -> list[str]:
+    """Names of the registered engines that train guides without a density (``Implicit`` samplers)."""
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and engine.implicit_guides]
+
+
+def engines_without_dreams() -> list[str]:
+    """Names of the registered score-function engines that train on the data alone (no dreams)."""
+    return [name for name in score_function_engines() if not ENGINES[name].dreams]
+
+
+def likelihood_engines() -> str:
+    """The advice of a refusal that points to training the model with a guide, from the registry."""
+    return f"{' or '.join(pathwise_engines())} for continuous latents; {' or '.join(engines_without_dreams())} for any"
 
 
 __all__ = [
@@ -58,8 +84,12 @@ __all__ = [
     "SVI",
     "VIMCO",
     "WakeSleep",
+    "engines_without_dreams",
     "get",
     "guided_engines",
+    "implicit_guide_engines",
+    "likelihood_engines",
+    "pathwise_engines",
     "per_site_engines",
     "score_function_engines",
 ]

@@ -111,9 +111,8 @@ from torch.func import functional_call
 from torch.nn.functional import softplus
 
 from pplgen.checks import UnsupportedModelError, check_has_latents, check_observes
-from pplgen.distributed import all_reduce_sum_
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.nn import HelperAdam, LazyMLP
+from pplgen.nn import HelperFitter, LazyMLP, frozen_copy
 from pplgen.particles import (
     PARTICLE_PLATE,
     at_least_float32,
@@ -129,7 +128,7 @@ class AVB(ParticleEngine):
     name = "avb"
     metric_names = ("loss", "elbo", "discriminator_loss", "discriminator_accuracy")
     mean_metrics = ("discriminator_accuracy",)
-    reparameterized = True
+    requires_rsample = True
     implicit_guides = True
     needs_common_scale = True
     fits_own_helpers = True
@@ -160,7 +159,7 @@ class AVB(ParticleEngine):
                 f"adaptive_contrast needs num_particles >= 2 to estimate each datum's moments, got {num_particles}"
             )
         self.discriminator = LazyMLP(discriminator, "relu", owner="avb's discriminator")
-        self.optimizer = HelperAdam(float(discriminator_lr))
+        self.fitter = HelperFitter(float(discriminator_lr))
         self.discriminator_steps = discriminator_steps
         self.adaptive_contrast = bool(adaptive_contrast)
 
@@ -182,7 +181,7 @@ class AVB(ParticleEngine):
         inputs = _inputs(x, z)
         self.discriminator.initialize_parameters(inputs, 1)
         fixed_t = at_least_float32(
-            functional_call(self.discriminator, _frozen(self.discriminator), (inputs, 1)).squeeze(-1)
+            functional_call(self.discriminator, frozen_copy(self.discriminator), (inputs, 1)).squeeze(-1)
         )
         elbo = (scale * (log_p - log_contrast - fixed_t)).sum() / particles.num_particles
         prior_for_theta = (scale * prior_for_theta).sum() / particles.num_particles
@@ -200,7 +199,7 @@ class AVB(ParticleEngine):
         absorbs) and draws of the contrast."""
         if self.adaptive_contrast:
             return _standardized(z)
-        return z, 0.0, latent_features(particles, self._prior_trace(model, args, kwargs))
+        return z, 0.0, self._prior_features(model, args, kwargs, self.plan, particles)
 
     def _update_on_fresh_particles(self, model, guide, args, kwargs):
         with torch.no_grad():
@@ -210,15 +209,12 @@ class AVB(ParticleEngine):
         self._update_discriminator(x, z, contrast, particles.num_particles)
 
     def _update_discriminator(self, x, z, contrast, num_particles):
-        """One update of T alone by the engine's Adam; T's loss and accuracy before it."""
+        """One update of T alone by the engine's fitter; T's loss and accuracy before it."""
         self.discriminator.initialize_parameters(_inputs(x, z), 1)
         loss, accuracy = self._discriminator_loss(x, z, contrast, num_particles)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:  # a T without trainable weights (a fixed function) is left as it is
-            # autograd.grad leaves every .grad as it was: the caller's optimizer never sees T's gradient.
-            # Summed over ranks, the gradient is the whole batch's, so T steps alike on every rank.
-            grads = torch.autograd.grad(loss, params)
-            self.optimizer(params, [all_reduce_sum_(g) for g in grads])
+            self.fitter.step(loss, params)
         return loss.detach(), accuracy
 
     def _pairs(self, particles):
@@ -244,17 +240,18 @@ class AVB(ParticleEngine):
             with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-plan.max_plate_nesting - 1):
                 return poutine.trace(model).get_trace(*args, **kwargs)
 
-    def _check_prior_run(self, model, args, kwargs, probe):
-        """The contrast draws z ~ p(z) by running the model from its prior as the particles run: try it once."""
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    def _prior_features(self, model, args, kwargs, plan, particles=None):
+        """Draws of the contrast z ~ p(z), as :func:`~pplgen.particles.latent_features` of the model run from
+        its prior as the particles run (``particles``, or K copies of the plan's); a model that fails there is
+        refused, by the step as by :meth:`rehearse`."""
         try:
-            with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
-                trace = self._prior_trace(model, args, kwargs, probe)
+            trace = self._prior_trace(model, args, kwargs, plan)
+            return latent_features(particles or _with_trace(plan.particles, self.num_particles, trace), trace)
         except (ValueError, RuntimeError, TypeError, IndexError) as error:
             where = (
                 "one run per particle"
-                if probe.vectorized is False
-                else f"a particle plate at dim {-probe.max_plate_nesting - 1}"
+                if plan.vectorized is False
+                else f"a particle plate at dim {-plan.max_plate_nesting - 1}"
             )
             raise UnsupportedModelError(
                 f"avb draws the contrast z ~ p(z) by running the model from its prior in {where}, and the model "
@@ -262,7 +259,6 @@ class AVB(ParticleEngine):
                 "a pyro.plate and index from the right (e.g. x[..., k], pyro.ops.indexing.Vindex), or use "
                 "adaptive_contrast=True (with num_particles >= 2), which needs no prior run."
             ) from None
-        latent_features(_with_trace(probe.particles, self.num_particles, trace), trace)
 
     def _discriminator_loss(self, x, z, contrast, num_particles):
         """Logistic loss of T on (x, z ~ q) against (x, z ~ contrast), and the fraction told apart."""
@@ -274,10 +270,10 @@ class AVB(ParticleEngine):
         accuracy = 0.5 * ((from_guide > 0).float().mean() + (from_contrast < 0).float().mean())
         return loss, accuracy.detach()
 
-    def check(self, model, guide, *args, **kwargs):
+    def refuse(self, model, guide, args, kwargs):
         """Also, with the prior as contrast, refuses priors whose latents depend on each other and models
         that fail when run from their prior as the particles run."""
-        probe = super().check(model, guide, *args, **kwargs)
+        probe = super().refuse(model, guide, args, kwargs)
         check_has_latents(probe, self.name)
         check_observes(
             probe, "avb's discriminator T(x, z) is a function of the observed data; observe the data with obs="
@@ -290,9 +286,15 @@ class AVB(ParticleEngine):
                         "prior as contrast needs p(z) to be a product of independent sites; use "
                         "adaptive_contrast=True (with num_particles >= 2)."
                     )
-        if not self.adaptive_contrast:
-            self._check_prior_run(model, args, kwargs, probe)
         return probe
+
+    def rehearse(self, model, guide, args, kwargs, probe):
+        """Also, with the prior as contrast, runs the model from its prior as the particles run."""
+        super().rehearse(model, guide, args, kwargs, probe)
+        if not self.adaptive_contrast:
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+                self._prior_features(model, args, kwargs, probe)
 
     def adopt(self, probe, args, kwargs):
         """Builds the discriminator and its optimizer for this program (their sizes are its sizes)."""
@@ -301,25 +303,20 @@ class AVB(ParticleEngine):
         self.discriminator.initialize_parameters(_inputs(x, z), 1)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:
-            self.optimizer.initialize_parameters(params)
+            self.fitter.initialize_parameters(params)
 
     def options(self):
         return {
             **super().options(),
             "discriminator": self.discriminator.hidden,
             "discriminator_steps": self.discriminator_steps,
-            "discriminator_lr": self.optimizer.lr,
+            "discriminator_lr": self.fitter.lr,
             "adaptive_contrast": self.adaptive_contrast,
         }
 
 
 def _inputs(x, z):
     return torch.cat([x, z, z * z], dim=-1)
-
-
-def _frozen(module):
-    """The module's weights as constants: copies, since the discriminator is updated before backward."""
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def _standardized(z):

@@ -16,7 +16,7 @@ The surrogate gives θ the gradient of the generator loss alone (d's weights
 are frozen copies in it); ψ gets nothing from it. The engine fits d itself
 inside ``forward``, as ``avb`` fits its discriminator: in training mode each
 call makes ``discriminator_steps`` = n updates of d with its own Adam
-(:class:`~pplgen.nn.HelperAdam`, rate ``discriminator_lr``), n − 1 on fresh
+(:class:`~pplgen.nn.HelperFitter`, rate ``discriminator_lr``), n − 1 on fresh
 dreams and one on the step's own dreams, detached; the generator loss is
 then taken against the updated d (the alternating updates of Goodfellow et
 al.'s algorithm, the discriminator first). So ``loss.surrogate.backward(); optimizer.step()`` trains a
@@ -58,27 +58,28 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import softplus
 
+from pplgen import inference
 from pplgen.checks import UnsupportedModelError, distribution_name
-from pplgen.distributed import all_reduce_sum_
-from pplgen.dreams import check_data_arguments, dream
+from pplgen.dreams import check_data_arguments, dream, find_data_arguments
 from pplgen.engine import Engine, Loss
-from pplgen.nn import HelperAdam, LazyMLP
+from pplgen.nn import HelperFitter, LazyMLP, frozen_copy
 from pplgen.particles import at_least_float32, is_auxiliary, is_observation
 from pplgen.probe import probe_pair
 from pplgen.programs import no_guide
 
-#: The engines a gan refusal points to: those that train a model with a guide.
-LIKELIHOOD_ENGINES = "svi or iwae for continuous latents; rws, nvil or vimco for any"
-#: What a refusal advises when no dream can take the data's place.
-GAN_WITHOUT_DREAMS = f"gan cannot train this model; fit it with a likelihood-based engine ({LIKELIHOOD_ENGINES})"
+
+def _likelihood_advice():
+    """What a refusal advises: the registry's engines that train a model with a guide."""
+    return f"gan cannot train this model; fit it with a likelihood-based engine ({inference.likelihood_engines()})"
 
 
 class GAN(Engine):
     name = "gan"
     metric_names = ("loss", "discriminator_loss", "discriminator_accuracy", "real_score", "fake_score")
     mean_metrics = ("discriminator_accuracy", "real_score", "fake_score")
-    reparameterized = True
+    requires_rsample = True
     needs_guide = False
+    dreams = True
     needs_common_scale = False
     fits_own_helpers = True
 
@@ -110,7 +111,7 @@ class GAN(Engine):
             if not valid or (value <= 0 if low == 0 else value < 0):
                 bound = "positive" if low == 0 else "non-negative"
                 raise ValueError(f"{option} must be a finite {bound} number, got {value!r}")
-        self.optimizer = HelperAdam(float(discriminator_lr))
+        self.fitter = HelperFitter(float(discriminator_lr))
         self.discriminator_steps = discriminator_steps
         self.gradient_penalty = float(gradient_penalty)
         self.data_arguments = check_data_arguments(data_arguments)
@@ -129,33 +130,26 @@ class GAN(Engine):
             with torch.no_grad():
                 discriminator_loss, statistics = self._discriminator_loss(real, fake)
         # Copies: a second call before backward (gradient accumulation) updates d in place.
-        fixed = {name: p.detach().clone() for name, p in self.discriminator.named_parameters()}
-        generator_loss = softplus(-self._logits(fake, fixed)).sum()
+        generator_loss = softplus(-self._logits(fake, frozen_copy(self.discriminator))).sum()
         metrics = {"loss": generator_loss.detach(), "discriminator_loss": discriminator_loss.detach(), **statistics}
         return Loss(generator_loss, metrics)
 
     def _real_and_fake(self, model, args, kwargs):
         """Rows of the observed arguments and of a reparameterized dream in their place, ``(batch, features)``."""
-        dreamed = dream(
-            model,
-            args,
-            kwargs,
-            data_arguments=self.data_arguments,
-            reparameterized=True,
-            without_dreams=GAN_WITHOUT_DREAMS,
-        )
+        dreamed = self._dream(model, args, kwargs, self.plan)
         keys = sorted(dreamed.data_arguments.values(), key=str)
         return _rows(args, kwargs, keys), _rows(dreamed.args, dreamed.kwargs, keys)
 
+    def _dream(self, model, args, kwargs, plan):
+        """A reparameterized dream with x̃ where the plan's data arguments are."""
+        return dream(model, args, kwargs, data_arguments=plan.data_arguments, reparameterized=True)
+
     def _update_discriminator(self, real, fake):
-        """One update of d alone by the engine's Adam (gradients summed over ranks); its loss and statistics
-        before it."""
+        """One update of d alone by the engine's fitter; its loss and statistics before it."""
         loss, statistics = self._discriminator_loss(real, fake)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:  # a discriminator without trainable weights (a fixed D) is left as it is
-            total = loss + self._penalty(real) if self.gradient_penalty else loss
-            grads = torch.autograd.grad(total, params)
-            self.optimizer(params, [all_reduce_sum_(g) for g in grads])
+            self.fitter.step(loss + self._penalty(real) if self.gradient_penalty else loss, params)
         return loss.detach(), statistics
 
     def _discriminator_loss(self, real, fake):
@@ -195,18 +189,19 @@ class GAN(Engine):
             self.discriminator.initialize_parameters(real, 1)
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
         if params:
-            self.optimizer.initialize_parameters(params)
+            self.fitter.initialize_parameters(params)
 
-    def check(self, model, guide, *args, **kwargs):
-        """Probes the model alone and refuses observations without ``rsample`` and dreams of another shape than
-        the data (naming both); :meth:`prepare` then builds the discriminator for the program's data."""
+    def refuse(self, model, guide, args, kwargs):
+        """Probes the model alone and refuses density terms, draws and observations without ``rsample``, and
+        data it cannot find among the arguments; finds which argument holds each observation (for the
+        discriminator's rows)."""
         probe = probe_pair(model, no_guide, args, kwargs, check=False)
         observed = []
         for site in probe.sites(probe.model_trace, observed=True):
             if is_auxiliary(site):
                 raise UnsupportedModelError(
                     f"site '{site['name']}' is a pyro.factor: gan learns the model from its samples alone and cannot "
-                    f"use a density term; train this model with a likelihood-based engine ({LIKELIHOOD_ENGINES})."
+                    f"use a density term; train this model with a likelihood-based engine ({inference.likelihood_engines()})."
                 )
             if is_observation(site):
                 observed.append(site)
@@ -221,7 +216,7 @@ class GAN(Engine):
                     f"latent site '{site['name']}' is a {distribution_name(site['fn'])} without rsample: gan "
                     "differentiates the dreamed data through every draw of the model, and no gradient passes "
                     "this one (the parameters before it would never move). Reparameterize the site, or train this "
-                    f"model with a likelihood-based engine ({LIKELIHOOD_ENGINES})."
+                    f"model with a likelihood-based engine ({inference.likelihood_engines()})."
                 )
         for site in observed:
             if not site["fn"].has_rsample:
@@ -229,20 +224,21 @@ class GAN(Engine):
                     f"site '{site['name']}' observes the data through a {distribution_name(site['fn'])}, which has no "
                     "rsample: gan needs dreams that are differentiable in the model's parameters. Model real values "
                     f"instead (e.g. VAE(likelihood='gaussian') on grey levels), or train this model with a "
-                    f"likelihood-based engine ({LIKELIHOOD_ENGINES})."
+                    f"likelihood-based engine ({inference.likelihood_engines()})."
                 )
+        observations = {site["name"]: site["value"] for site in observed}
+        probe.data_arguments = (
+            dict(self.data_arguments)
+            if self.data_arguments is not None
+            else find_data_arguments(observations, args, kwargs, advice=_likelihood_advice())
+        )
+        return probe
+
+    def rehearse(self, model, guide, args, kwargs, probe):
+        """A dream, which must take the data's place (the shapes of the data), as the step's will."""
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
             with torch.no_grad():
-                dreamed = dream(
-                    model,
-                    args,
-                    kwargs,
-                    data_arguments=self.data_arguments,
-                    reparameterized=True,
-                    without_dreams=GAN_WITHOUT_DREAMS,
-                )
-        probe.data_arguments = dreamed.data_arguments
-        return probe
+                self._dream(model, args, kwargs, probe)
 
     def adopt(self, plan, args, kwargs):
         """Builds the discriminator for the program's data rows."""
@@ -255,7 +251,7 @@ class GAN(Engine):
         return {
             "discriminator": discriminator,
             "discriminator_steps": self.discriminator_steps,
-            "discriminator_lr": self.optimizer.lr,
+            "discriminator_lr": self.fitter.lr,
             "gradient_penalty": self.gradient_penalty,
         }
 

@@ -30,14 +30,11 @@ Metrics: ``loss`` (−L_K summed over the batch), ``bound`` (L_K summed),
 
 import torch
 
+from pplgen.bounds import effective_sample_size, log_mean_exp
 from pplgen.checks import check_independent_guide_sites
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import (
-    effective_sample_size,
-    guide_log_density,
-    log_mean_exp,
-    log_weights,
-)
+from pplgen.particles import guide_log_density, log_weights
+from pplgen.sampling import MODEL_LEAVES, PATHWISE
 
 ESTIMATORS = ("standard", "dreg")
 
@@ -46,7 +43,7 @@ class IWAE(ParticleEngine):
     name = "iwae"
     metric_names = ("loss", "bound", "ess")
     mean_metrics = ("ess",)
-    reparameterized = True
+    requires_rsample = True
     needs_common_scale = True
 
     def __init__(self, num_particles=5, *, estimator="standard", max_plate_nesting=None):
@@ -57,7 +54,7 @@ class IWAE(ParticleEngine):
 
     def forward(self, model, guide, *args, **kwargs):
         dreg = self.estimator == "dreg"
-        particles = self.particles(model, guide, args, kwargs, latents="model_leaves" if dreg else "pathwise")
+        particles = self.particles(model, guide, args, kwargs, drawing=MODEL_LEAVES if dreg else PATHWISE)
         weights = log_weights(particles)
         bound = (weights.scale * log_mean_exp(weights.log_weights)).sum()
         normalized = torch.softmax(weights.log_weights.detach(), dim=0)
@@ -91,8 +88,8 @@ class IWAE(ParticleEngine):
     def needs_vectorized_particles(self):
         return "estimator='dreg'" if self.estimator == "dreg" else None
 
-    def check(self, model, guide, *args, **kwargs):
-        probe = super().check(model, guide, *args, **kwargs)
+    def refuse(self, model, guide, args, kwargs):
+        probe = super().refuse(model, guide, args, kwargs)
         if self.estimator == "dreg":
             check_independent_guide_sites(probe, self.name, "estimator='dreg'")
         return probe

@@ -51,12 +51,13 @@ from pplgen.distributed import all_reduce_sum_
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
 from pplgen.particles import observed_features, site_log_densities, site_log_prob
+from pplgen.sampling import DETACHED, LEAVES
 
 
 class NVIL(ParticleEngine):
     name = "nvil"
     metric_names = ("loss", "elbo", "baseline_loss")
-    reparameterized = False
+    requires_rsample = False
 
     def __init__(
         self,
@@ -85,7 +86,7 @@ class NVIL(ParticleEngine):
 
     def forward(self, model, guide, *args, **kwargs):
         # Local signals read dependencies off the latents, so they are drawn as leaves that require grad.
-        particles = self.particles(model, guide, args, kwargs, latents="leaves" if self.local_signals else "detached")
+        particles = self.particles(model, guide, args, kwargs, drawing=LEAVES if self.local_signals else DETACHED)
         model_terms = site_log_densities(particles, particles.model_trace, scaled=True)
         guide_terms = site_log_densities(particles, particles.guide_trace, scaled=True)
         scores = _scores(particles)
@@ -135,8 +136,8 @@ class NVIL(ParticleEngine):
     def needs_vectorized_particles(self):
         return "local_signals=True" if self.local_signals else None
 
-    def check(self, model, guide, *args, **kwargs):
-        probe = super().check(model, guide, *args, **kwargs)
+    def refuse(self, model, guide, args, kwargs):
+        probe = super().refuse(model, guide, args, kwargs)
         check_has_latents(probe, self.name)
         if self.baseline is not None:
             _baseline_input(probe.particles, torch.stack(list(_scores(probe.particles).values())).detach())

@@ -29,10 +29,12 @@ bound L_K, summed), ``ess`` (effective sample size, averaged over data).
 
 import torch
 
-from pplgen.checks import check_has_latents
-from pplgen.dreams import check_data_arguments, check_dreams, dream, sleep_log_density
+from pplgen.bounds import effective_sample_size, log_mean_exp
+from pplgen.checks import check_has_latents, check_observes
+from pplgen.dreams import check_data_arguments, check_dreams, sleep_phase
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import effective_sample_size, log_mean_exp, log_weights
+from pplgen.particles import log_weights
+from pplgen.sampling import DETACHED
 
 PHI_UPDATES = ("wake", "sleep", "both")
 
@@ -41,7 +43,7 @@ class RWS(ParticleEngine):
     name = "rws"
     metric_names = ("loss", "bound", "ess")
     mean_metrics = ("ess",)
-    reparameterized = False
+    requires_rsample = False
     needs_common_scale = True
 
     def __init__(self, num_particles=5, *, phi="wake", data_arguments=None, max_plate_nesting=None):
@@ -52,7 +54,7 @@ class RWS(ParticleEngine):
         self.data_arguments = check_data_arguments(data_arguments)
 
     def forward(self, model, guide, *args, **kwargs):
-        particles = self.particles(model, guide, args, kwargs, latents="detached")
+        particles = self.particles(model, guide, args, kwargs, drawing=DETACHED)
         weights = log_weights(particles)
         normalized = torch.softmax(weights.log_weights.detach(), dim=0)
         bound = (weights.scale * log_mean_exp(weights.log_weights)).sum()
@@ -67,15 +69,22 @@ class RWS(ParticleEngine):
         wake = (weights.scale * normalized * weights.guide).sum() if self.phi != "sleep" else 0.0
         if self.phi == "wake":
             return wake
-        sleep = sleep_log_density(guide, dream(model, args, kwargs, data_arguments=self.data_arguments))
+        first, self.plan.stepped = not self.plan.stepped, True
+        sleep = sleep_phase(model, guide, args, kwargs, self.data_arguments, self.name, first=first)
         return sleep if self.phi == "sleep" else (wake + sleep) / 2
 
-    def check(self, model, guide, *args, **kwargs):
-        probe = super().check(model, guide, *args, **kwargs)
+    def refuse(self, model, guide, args, kwargs):
+        probe = super().refuse(model, guide, args, kwargs)
         if self.phi != "wake":
-            check_dreams(model, guide, args, kwargs, self.data_arguments, self.name)
+            check_observes(probe, f"{self.name}'s sleep phase dreams the observations in place of the data")
             check_has_latents(probe, self.name)
         return probe
+
+    def rehearse(self, model, guide, args, kwargs, probe):
+        """Also, when φ sleeps, a dream scored by the guide, as the sleep phase will."""
+        super().rehearse(model, guide, args, kwargs, probe)
+        if self.phi != "wake":
+            check_dreams(model, guide, args, kwargs, self.data_arguments, self.name)
 
     def options(self):
         return {**super().options(), "phi": self.phi, "data_arguments": self.data_arguments}

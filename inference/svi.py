@@ -40,7 +40,7 @@ from pplgen.particles import masked, site_log_prob
 class SVI(ParticleEngine):
     name = "svi"
     metric_names = ("loss", "elbo")
-    reparameterized = True
+    requires_rsample = True
 
     def __init__(self, num_particles=1, *, analytic_kl=False, stl=False, max_plate_nesting=None):
         super().__init__(num_particles, max_plate_nesting)
@@ -83,8 +83,8 @@ class SVI(ParticleEngine):
             return None
         return masked(negative_kl, model_site["mask"])
 
-    def check(self, model, guide, *args, **kwargs):
-        probe = super().check(model, guide, *args, **kwargs)
+    def refuse(self, model, guide, args, kwargs):
+        probe = super().refuse(model, guide, args, kwargs)
         if self.stl:
             check_independent_guide_sites(probe, self.name, "stl=True")
         return probe

@@ -25,20 +25,17 @@ Metrics: ``loss`` (−L summed over the batch), ``bound`` (L summed),
 ``ess`` (effective sample size, averaged over data).
 """
 
+from pplgen.bounds import effective_sample_size, leave_one_out_log_mean_exp, log_mean_exp
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import (
-    effective_sample_size,
-    leave_one_out_log_mean_exp,
-    log_mean_exp,
-    log_weights,
-)
+from pplgen.particles import log_weights
+from pplgen.sampling import DETACHED
 
 
 class VIMCO(ParticleEngine):
     name = "vimco"
     metric_names = ("loss", "bound", "ess")
     mean_metrics = ("ess",)
-    reparameterized = False
+    requires_rsample = False
     needs_common_scale = True
 
     def __init__(self, num_particles=5, *, max_plate_nesting=None):
@@ -47,7 +44,7 @@ class VIMCO(ParticleEngine):
             raise ValueError(f"vimco needs num_particles >= 2 for its leave-one-out baselines, got {num_particles}")
 
     def forward(self, model, guide, *args, **kwargs):
-        particles = self.particles(model, guide, args, kwargs, latents="detached")
+        particles = self.particles(model, guide, args, kwargs, drawing=DETACHED)
         weights = log_weights(particles)
         bound = log_mean_exp(weights.log_weights)
         signals = (bound - leave_one_out_log_mean_exp(weights.log_weights)).detach()

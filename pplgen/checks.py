@@ -22,6 +22,15 @@ from pplgen.particles import (
     sample_particles,
     site_log_prob,
 )
+from pplgen.sampling import PATHWISE
+
+
+def registry():
+    """:mod:`pplgen.inference`, whose engines' traits name the alternatives a refusal advises. Imported when a
+    refusal is written: the engines import this module."""
+    from pplgen import inference
+
+    return inference
 
 
 class UnsupportedModelError(ValueError):
@@ -94,16 +103,33 @@ def _log_prob_shaped(site):
 
 
 def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None):
-    """Whether the programs run on particles drawn at once (True) or only one run at a time (False).
+    """Whether the programs run on particles drawn at once (True) or only one run at a time (False), tried on
+    two particles without gradients, leaving the RNG untouched (see :func:`draw_particles`)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+        _, vectorized = draw_particles(
+            model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized, num_particles=2
+        )
+    return vectorized
+
+
+def draw_particles(
+    model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None, *, num_particles, drawing=PATHWISE
+):
+    """``(particles, vectorized)``: K particles drawn at once when the programs broadcast over a particle plate,
+    else one run each, with every site's log-density checked for its shape.
 
     Vectorized particles sit in a plate left of the program's plates; programs
     that do not broadcast over it run once per particle, as Pyro runs them
     (:mod:`pplgen.stacked`). ``needs_vectorized`` names an option that needs
-    vectorized particles, if the engine has one on. Leaves the RNG untouched.
+    vectorized particles, if the engine has one on. An engine's first step draws
+    its particles here, so it gives the verdict :func:`check_particles` gives.
     """
-    vectorized_error = _particles_error(model, guide, args, kwargs, plate_nesting, vectorized=True)
-    if vectorized_error is None:
-        return True
+    options = {"num_particles": num_particles, "max_plate_nesting": plate_nesting, "drawing": drawing}
+    try:
+        return _scored(sample_particles(model, guide, args, kwargs, vectorized=True, **options)), True
+    except (ValueError, RuntimeError, IndexError) as error:
+        vectorized_error = _described(error)
     failure = (
         f"the programs fail on particles drawn at once, in a plate at dim {-plate_nesting - 1} ({vectorized_error})"
     )
@@ -112,36 +138,32 @@ def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, need
             f"{failure}, and {engine_name} with {needs_vectorized} needs them: write every batch dim inside a "
             "pyro.plate and index from the right (e.g. pyro.ops.indexing.Vindex, x[..., k]), or turn the option off."
         )
-    stacked_error = _particles_error(model, guide, args, kwargs, plate_nesting, vectorized=False)
-    if stacked_error is not None:
-        raise UnsupportedModelError(
-            f"{failure}, and one run at a time too ({stacked_error}); {engine_name} needs several particles of the "
-            f"same sites: use an engine with num_particles=1 ({', '.join(_registered('per_site_engines'))})."
-        )
-    return False
-
-
-def _particles_error(model, guide, args, kwargs, plate_nesting, *, vectorized):
-    """Why two particles cannot be drawn and scored this way, or None."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
-        with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
-            particles = sample_particles(
-                model, guide, args, kwargs, num_particles=2, max_plate_nesting=plate_nesting, vectorized=vectorized
-            )
-            for trace in (particles.model_trace, particles.guide_trace):
-                for site in particles.sites(trace):
-                    particles.reduce(_log_prob_shaped(site))
+        return _scored(sample_particles(model, guide, args, kwargs, vectorized=False, **options)), False
     except (ValueError, RuntimeError, IndexError) as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
-    return None
+        raise UnsupportedModelError(
+            f"{failure}, and one run at a time too ({_described(error)}); {engine_name} needs several particles of "
+            f"the same sites: use an engine with num_particles=1 ({', '.join(registry().per_site_engines())})."
+        ) from None
+
+
+def _scored(particles):
+    """``particles``, once every site's log-density has reduced to the particles' factor shape."""
+    for trace in (particles.model_trace, particles.guide_trace):
+        for site in particles.sites(trace):
+            particles.reduce(_log_prob_shaped(site))
+    return particles
+
+
+def _described(error):
+    return f"{type(error).__name__}: {str(error).splitlines()[0]}"
 
 
 def check_reparameterizable(probe, engine_name):
     """Every guide site can be differentiated through (has ``rsample``)."""
     for site in probe.sites(probe.guide_trace):
         if not site["fn"].has_rsample:
-            others = ", ".join(_registered("score_function_engines"))
+            others = ", ".join(registry().score_function_engines())
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
@@ -159,7 +181,7 @@ def check_scored_guide(probe, engine_name):
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a Delta (a point estimate at its parameter): its log-density is constant "
                 f"where it is drawn, so {engine_name}'s score-function gradient never moves it; fit MAP guides with "
-                "svi or iwae, which differentiate through the draw."
+                f"{' or '.join(registry().pathwise_engines())}, which differentiate through the draw."
             )
 
 
@@ -178,9 +200,10 @@ def _depends_on(value, latents):
     return any(g is not None for g in grads)
 
 
-def check_explicit_guide(probe, user, advice="train implicit guides with avb (adversarial variational Bayes)"):
+def check_explicit_guide(probe, user, advice=None):
     """Every guide site has a density (no :class:`~pplgen.distributions.Implicit` sampler); ``user``
-    names what needs it and ``advice`` what to do instead."""
+    names what needs it and ``advice`` what to do instead (by default, the engines that train implicit guides)."""
+    advice = advice or f"train implicit guides with {' or '.join(registry().implicit_guide_engines())}"
     for site in probe.sites(probe.guide_trace):
         if is_implicit(site["fn"]):
             raise UnsupportedModelError(
@@ -219,17 +242,9 @@ def check_common_scale(probe, engine_name):
         common_scale(probe.particles)
     except ValueError as error:
         raise UnsupportedModelError(
-            f"{error}, so {engine_name} cannot weight them together; use {', '.join(_registered('per_site_engines'))} "
+            f"{error}, so {engine_name} cannot weight them together; use {', '.join(registry().per_site_engines())} "
             "(which scale each site's term on its own), or give every site the same scale."
         ) from None
-
-
-def _registered(kind):
-    """The registry's engines of a ``kind`` (:mod:`pplgen.inference`), named in a refusal's advice; imported
-    when a refusal is made, since the registry's engines import these checks."""
-    from pplgen import inference
-
-    return getattr(inference, kind)()
 
 
 def check_observes(probe, user):
@@ -243,7 +258,7 @@ def check_has_latents(probe, engine_name):
     if not probe.sites(probe.guide_trace, observed=False):
         raise UnsupportedModelError(
             f"the guide draws no latent site, and {engine_name} learns a distribution over latents; "
-            "use svi (its ELBO is then log p(x)) or add the latents."
+            f"use {' or '.join(registry().pathwise_engines())} (without latents its bound is log p(x)) or add the latents."
         )
 
 

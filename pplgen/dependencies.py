@@ -34,7 +34,7 @@ def downstream_sites(particles):
     """The terms each guide site's score must be multiplied by (see the module docs).
 
     ``particles`` must hold latents drawn as leaves that require grad
-    (``latents="leaves"``, as :func:`pplgen.probe.probe_pair` draws them).
+    (:data:`~pplgen.sampling.LEAVES`, as :func:`pplgen.probe.probe_pair` draws them).
     """
     guide_sites = particles.sites(particles.guide_trace)
     model_sites = particles.sites(particles.model_trace)

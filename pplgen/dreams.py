@@ -21,17 +21,22 @@ from dataclasses import dataclass
 import torch
 from pyro import poutine
 
-from pplgen.checks import UnsupportedModelError
+from pplgen.checks import UnsupportedModelError, registry
 from pplgen.particles import (
-    DetachLatents,
     is_auxiliary,
     is_observation,
     is_sample_site,
     site_log_prob,
 )
+from pplgen.sampling import DetachLatents
 
-#: What a sleep phase's refusals advise when the model cannot be dreamed in place of its data.
-WITHOUT_DREAMS = "train the guide without dreams (rws with phi='wake', nvil, vimco, or svi for continuous latents)"
+
+def without_dreams():
+    """What a sleep phase's refusals advise when the model cannot be dreamed in place of its data."""
+    return (
+        f"train the guide without dreams ({', '.join(registry().engines_without_dreams())}, or "
+        f"{' or '.join(registry().pathwise_engines())} for continuous latents)"
+    )
 
 
 @dataclass
@@ -46,13 +51,13 @@ class Dream:
     data_arguments: dict
 
 
-def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False, without_dreams=WITHOUT_DREAMS):
+def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False):
     """Draw (z̃, x̃) from the model; put x̃ where the real data were.
 
     By default the dream's values are detached (the sleep phase trains the guide on them). With
     ``reparameterized=True`` they keep their graph: sites with ``rsample`` are drawn by it, so x̃ is a
     differentiable function of the model's parameters (the ``gan`` engine's generator).
-    ``without_dreams`` is the advice a refusal gives when no dream can take the data's place."""
+    """
     with nullcontext() if reparameterized else DetachLatents():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
     observed = observed_sites(trace)
@@ -61,7 +66,8 @@ def dream(model, args, kwargs, *, data_arguments=None, reparameterized=False, wi
     if data_arguments is not None:
         mapping = dict(data_arguments)
     else:
-        mapping = find_data_arguments(observed, args, kwargs, without_dreams=without_dreams)
+        observations = {name: site["infer"]["obs"] for name, site in observed.items()}
+        mapping = find_data_arguments(observations, args, kwargs)
     args, kwargs = list(args), dict(kwargs)
     for name, key in mapping.items():
         if name not in observed:
@@ -108,7 +114,7 @@ def sleep_log_density(guide, dreamed):
             raise UnsupportedModelError(
                 f"guide site '{site['name']}' is auxiliary (the model has no such site, as in Pyro's autoguides): "
                 "the sleep phase scores the guide at latents dreamed from the model and cannot score it; "
-                "use rws with phi='wake', svi or iwae."
+                f"use {' or '.join(registry().engines_without_dreams() + registry().pathwise_engines())}."
             )
     return sum(site_log_prob(site, scaled=True).sum() for site in guide_trace.nodes.values() if is_sample_site(site))
 
@@ -118,31 +124,39 @@ def check_dreams(model, guide, args, kwargs, data_arguments, engine_name):
     a program that fails on its own dreams is refused here, before training."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), poutine.block():
-        dreamed = dream(model, args, kwargs, data_arguments=data_arguments)
-        try:
-            log_q = sleep_log_density(guide, dreamed)
-        except UnsupportedModelError:
-            raise
-        except Exception as error:
-            raise UnsupportedModelError(
-                f"{engine_name}'s sleep phase runs the guide on data dreamed from the model, and the guide fails "
-                f"on them ({type(error).__name__}: {error}); pass data_arguments to say which argument each observed "
-                f"site reads, or {WITHOUT_DREAMS}."
-            ) from error
-    if not torch.isfinite(torch.as_tensor(log_q)):
+        sleep_phase(model, guide, args, kwargs, data_arguments, engine_name, first=True)
+
+
+def sleep_phase(model, guide, args, kwargs, data_arguments, engine_name, *, first=False):
+    """The sleep objective Σ scale · log q(z̃ | x̃) at one dream from the model. A guide that fails on the
+    dream is refused; on the ``first`` sleep phase of a plan, so is one that gives it no finite density (the
+    verdict of :func:`check_dreams`, which this is)."""
+    dreamed = dream(model, args, kwargs, data_arguments=data_arguments)
+    try:
+        log_q = sleep_log_density(guide, dreamed)
+    except UnsupportedModelError:
+        raise
+    except Exception as error:
+        raise UnsupportedModelError(
+            f"{engine_name}'s sleep phase runs the guide on data dreamed from the model, and the guide fails "
+            f"on them ({type(error).__name__}: {error}); pass data_arguments to say which argument each observed "
+            f"site reads, or {without_dreams()}."
+        ) from error
+    if first and not torch.isfinite(torch.as_tensor(log_q)):
         raise UnsupportedModelError(
             f"{engine_name}'s sleep phase scores the guide at latents dreamed from the model, and the guide gives "
-            f"them log-density {float(log_q)} (a Delta or point-mass guide has no density there); {WITHOUT_DREAMS}."
+            f"them log-density {float(log_q)} (a Delta or point-mass guide has no density there); {without_dreams()}."
         )
+    return log_q
 
 
-def find_data_arguments(observed, args, kwargs, *, without_dreams=WITHOUT_DREAMS):
-    """``{observed site: argument position or keyword}``, where the observed value is that argument."""
+def find_data_arguments(observations, args, kwargs, *, advice=None):
+    """``{observed site: argument position or keyword}``, where the observed value (``observations``, by site
+    name) is that argument."""
     candidates = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
     candidates = [(key, a) for key, a in candidates if isinstance(a, torch.Tensor)]
     mapping = {}
-    for name, site in observed.items():
-        obs = site["infer"]["obs"]
+    for name, obs in observations.items():
         matches = [key for key, argument in candidates if _holds(argument, obs)]
         if len(matches) != 1:
             hint = f"pass data_arguments={{'{name}': 0}} (its position) or {{'{name}': 'keyword'}} to the engine"
@@ -154,7 +168,7 @@ def find_data_arguments(observed, args, kwargs, *, without_dreams=WITHOUT_DREAMS
             raise UnsupportedModelError(
                 f"cannot tell which model argument holds the data observed at site '{name}' (no argument holds it "
                 f"unchanged); if the site observes a whole argument, {hint}; if it observes part of one (a time "
-                f"step, a subsample), a dream cannot take its place: {without_dreams}."
+                f"step, a subsample), a dream cannot take its place: {advice or without_dreams()}."
             )
         mapping[name] = matches[0]
     keys = list(mapping.values())

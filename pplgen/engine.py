@@ -59,10 +59,12 @@ from pplgen.checks import (
     check_particles,
     check_reparameterizable,
     check_scored_guide,
+    draw_particles,
 )
-from pplgen.particles import sample_particles, site_structure
-from pplgen.probe import probe_pair
+from pplgen.particles import Particles, sample_particles, site_structure
+from pplgen.probe import Probe, probe_pair
 from pplgen.programs import owning_modules
+from pplgen.sampling import PATHWISE, Drawing
 
 __all__ = ["Engine", "Loss", "ParticleEngine", "UnsupportedModelError"]
 
@@ -88,6 +90,9 @@ class Engine(torch.nn.Module):
     needs_guide: ClassVar[bool] = True
     #: Metrics that are averages over the batch (the others are batch totals): averaged, not summed, over ranks.
     mean_metrics: ClassVar[tuple[str, ...]] = ()
+    #: The engine (with its default options) trains on dreams, data drawn from the model in place of the
+    #: observed arguments (:mod:`pplgen.dreams`), so it refuses models that cannot be dreamed.
+    dreams: ClassVar[bool] = False
 
     def __init__(self):
         super().__init__()
@@ -105,15 +110,28 @@ class Engine(torch.nn.Module):
         state = super().__getstate__()
         return {**state, "plan": None, "_program": None, "_structures": set()}
 
-    def check(self, model, guide, *args, **kwargs):
+    def check(self, model, guide, *args, **kwargs) -> Probe:
         """Raise :class:`UnsupportedModelError` if this engine cannot train the pair; returns its probe.
 
-        Leaves the engine as it was (see :meth:`prepare`)."""
+        The verdict has two parts: :meth:`refuse` reads it off the probe (one run of the pair), and
+        :meth:`rehearse` tries, on the side, what the step does that one run cannot show (several particles at
+        once, a dream, a prior run). Leaves the engine as it was (see :meth:`prepare`)."""
+        probe = self.refuse(model, guide, args, kwargs)
+        self.rehearse(model, guide, args, kwargs, probe)
+        return probe
+
+    def refuse(self, model, guide, args, kwargs) -> Probe:
+        """Probe the pair and refuse, from the probe alone, what this engine cannot train; returns the probe."""
         return probe_pair(model, guide, args, kwargs)
 
-    def prepare(self, model, guide, *args, **kwargs):
-        """Check the pair and adopt its probe as this engine's plan; returns the plan."""
-        plan = self.check(model, guide, *args, **kwargs)
+    def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
+        """Try what the step does beyond the probe's run, leaving the RNG untouched; the engine's first step
+        on a plan makes the same runs itself and gives the same verdict (so training runs them once)."""
+
+    def prepare(self, model, guide, *args, **kwargs) -> Probe:
+        """Probe the pair, refuse what the probe shows, and adopt the probe as this engine's plan; returns the
+        plan. What :meth:`rehearse` tries, the first step on the plan tries as it runs."""
+        plan = self.refuse(model, guide, args, kwargs)
         self.adopt(plan, args, kwargs)
         self.plan, self._program, self._structures = plan, (model, guide), {plan.structure}
         return plan
@@ -170,7 +188,9 @@ class ParticleEngine(Engine):
     particles run at once or one run each.
     """
 
-    reparameterized: ClassVar[bool]
+    #: Whether every guide site must have ``rsample`` (gradients pass through the draws); else a score-function
+    #: estimator, which refuses point-estimate (Delta) guide sites.
+    requires_rsample: ClassVar[bool]
     #: Whether the engine trains guides whose sites have no density (``Implicit`` samplers).
     implicit_guides: ClassVar[bool] = False
     #: Whether the engine weighs all sites of a datum together (importance weights), so they need one scale.
@@ -185,22 +205,38 @@ class ParticleEngine(Engine):
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
 
-    def particles(self, model, guide, args, kwargs, *, num_particles=None, latents="pathwise"):
+    def particles(self, model, guide, args, kwargs, *, num_particles=None, drawing: Drawing = PATHWISE) -> Particles:
+        """K particles of the pair as the plan draws them; the first K > 1 of a plan tries them at once, and
+        one run each if the programs do not broadcast (the verdict :meth:`rehearse` gives)."""
         plan = self.plan_for(model, guide, args, kwargs)
-        particles = sample_particles(
-            model,
-            guide,
-            args,
-            kwargs,
-            num_particles=num_particles or self.num_particles,
-            max_plate_nesting=plan.max_plate_nesting,
-            latents=latents,
-            vectorized=plan.vectorized is not False,
-        )
+        num_particles = num_particles or self.num_particles
+        if num_particles > 1 and plan.vectorized is None:
+            options = {"num_particles": num_particles, "drawing": drawing}
+            particles, plan.vectorized = draw_particles(
+                model,
+                guide,
+                args,
+                kwargs,
+                self.name,
+                plan.max_plate_nesting,
+                self.needs_vectorized_particles(),
+                **options,
+            )
+        else:
+            particles = sample_particles(
+                model,
+                guide,
+                args,
+                kwargs,
+                num_particles=num_particles,
+                max_plate_nesting=plan.max_plate_nesting,
+                drawing=drawing,
+                vectorized=plan.vectorized is not False,
+            )
         self.check_structure(site_structure(particles), model, guide, args, kwargs)
         return particles
 
-    def check(self, model, guide, *args, **kwargs):
+    def refuse(self, model, guide, args, kwargs) -> Probe:
         """Probe the pair (keeping its ``max_plate_nesting``) and refuse what this engine cannot train."""
         try:
             probe = probe_pair(model, guide, args, kwargs, max_plate_nesting=self.max_plate_nesting)
@@ -210,17 +246,20 @@ class ParticleEngine(Engine):
             raise ValueError(f"{self.name}: {error}") from error
         if not self.implicit_guides:
             check_explicit_guide(probe, self.name)
-        if self.reparameterized:
+        if self.requires_rsample:
             check_reparameterizable(probe, self.name)
         else:
             check_scored_guide(probe, self.name)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
+        return probe
+
+    def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
+        """Two particles at once (or one run each), when the engine draws several."""
         if self.num_particles > 1:
             probe.vectorized = check_particles(
                 model, guide, args, kwargs, self.name, probe.max_plate_nesting, self.needs_vectorized_particles()
             )
-        return probe
 
     def needs_vectorized_particles(self):
         """The option that needs all particles drawn at once (it differentiates with respect to latents), if on."""

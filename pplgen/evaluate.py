@@ -18,16 +18,17 @@ sites to share one data plate (so log-weights factorize per datum).
 """
 
 import math
+from collections.abc import Callable, Mapping
 
 import torch
 from pyro import poutine
 
 from pplgen.annealing import ais
-from pplgen.checks import check_explicit_guide, check_particles
+from pplgen.checks import check_explicit_guide, draw_particles
 from pplgen.distributed import all_reduce_sum_, rank, world_size
 from pplgen.distributions import is_implicit
 from pplgen.particles import is_sample_site, log_weights, sample_particles
-from pplgen.probe import probe_pair
+from pplgen.probe import Probe, probe_pair
 from pplgen.programs import model_and_guide, no_guide
 
 __all__ = ["ais", "elbo", "held_out_scores", "implicit_sites", "log_likelihood"]
@@ -37,7 +38,16 @@ DEFAULT_AIS_OPTIONS = {"num_steps": 100, "num_chains": 8}
 
 
 @torch.no_grad()
-def log_likelihood(model, data, *, guide=None, num_samples=5000, batch_size=100, particle_chunk=500, plan=None):
+def log_likelihood(
+    model: Callable | torch.nn.Module,
+    data: torch.Tensor,
+    *,
+    guide: Callable | None = None,
+    num_samples: int = 5000,
+    batch_size: int = 100,
+    particle_chunk: int = 500,
+    plan: Probe | None = None,
+) -> torch.Tensor:
     """Importance-sampled log p(x) for each datum of ``data``, shape ``(N,)``.
 
     :param model: a Pyro model, or an object with ``.model`` and ``.guide``.
@@ -55,7 +65,16 @@ def log_likelihood(model, data, *, guide=None, num_samples=5000, batch_size=100,
 
 
 @torch.no_grad()
-def elbo(model, data, *, guide=None, num_samples=1, batch_size=100, particle_chunk=500, plan=None):
+def elbo(
+    model: Callable | torch.nn.Module,
+    data: torch.Tensor,
+    *,
+    guide: Callable | None = None,
+    num_samples: int = 1,
+    batch_size: int = 100,
+    particle_chunk: int = 500,
+    plan: Probe | None = None,
+) -> torch.Tensor:
     """The evidence lower bound E_q[log p(x, z) − log q(z | x)] per datum, shape ``(N,)``,
     estimated with ``num_samples`` particles (``plan`` as in :func:`log_likelihood`)."""
     scorer = _Scorer(model, guide, data, batch_size=batch_size, particle_chunk=particle_chunk, plan=plan)
@@ -112,26 +131,29 @@ class _Scorer:
         check_explicit_guide(
             self.plan, "importance sampling", "estimate log p(x) with pplgen.evaluate.ais(model, data)"
         )
-        if self.plan.vectorized is None:  # a one-particle engine's plan: tried once, and kept in the plan
-            first = (self.data[: self.batch_size],)
-            nesting = self.plan.max_plate_nesting
-            self.plan.vectorized = check_particles(self.model, self.guide, first, {}, "importance sampling", nesting)
         return self.data.split(self.batch_size)
 
     def _chunk_sizes(self, num_samples):
         return [min(self.particle_chunk, num_samples - s) for s in range(0, num_samples, self.particle_chunk)]
 
     def __call__(self, batch, num_particles):
-        """log p(x, z_k) − log q(z_k | x), shape ``(num_particles, len(batch))``."""
-        particles = sample_particles(
-            self.model,
-            self.guide,
-            (batch,),
-            {},
-            num_particles=num_particles,
-            max_plate_nesting=self.plan.max_plate_nesting,
-            vectorized=self.plan.vectorized,
-        )
+        """log p(x, z_k) − log q(z_k | x), shape ``(num_particles, len(batch))``. The first particles of a
+        one-particle engine's plan are tried at once (or one run each), and the plan keeps the verdict."""
+        nesting = self.plan.max_plate_nesting
+        if self.plan.vectorized is None and num_particles > 1:
+            particles, self.plan.vectorized = draw_particles(
+                self.model, self.guide, (batch,), {}, "importance sampling", nesting, num_particles=num_particles
+            )
+        else:
+            particles = sample_particles(
+                self.model,
+                self.guide,
+                (batch,),
+                {},
+                num_particles=num_particles,
+                max_plate_nesting=nesting,
+                vectorized=self.plan.vectorized is not False,
+            )
         if len(particles.factor_dims) != 1:
             raise ValueError(
                 "per-datum evaluation needs every sample site of model and guide inside one data plate "
@@ -153,7 +175,14 @@ def _check_positive(**values):
 
 
 @torch.no_grad()
-def held_out_scores(model, guide, data, num_samples, ais_options=None, plan=None):
+def held_out_scores(
+    model: Callable,
+    guide: Callable,
+    data: torch.Tensor,
+    num_samples: int,
+    ais_options: Mapping | None = None,
+    plan: Probe | None = None,
+) -> dict:
     """Mean per-datum ``log_likelihood`` and ``elbo`` of ``data``, and the ``estimator`` used.
 
     Importance sampling with ``num_samples`` particles, both scores from one

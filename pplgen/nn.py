@@ -1,9 +1,11 @@
-"""Small network builders shared by the model families and the engines."""
+"""Small network builders shared by the model families and the engines, and the fitter of engines' helpers."""
 
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
+from pplgen.distributed import all_reduce_sum_
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU}
 
@@ -73,42 +75,68 @@ class LazyMLP(LazyModuleMixin, nn.Module):
         return h
 
 
-class HelperAdam(LazyModuleMixin, nn.Module):
-    """The optimizer of a network an engine fits itself inside its forward (avb's and gan's discriminators).
+class HelperFitter(LazyModuleMixin, nn.Module):
+    """Fits a helper network inside an engine's forward (avb's and gan's discriminators), apart from the
+    loop's optimizer.
 
-    Adam (Kingma & Ba 2015) with β = (0.5, 0.999), as GAN discriminators are
-    trained (Radford et al. 2016). Its moments are flat buffers sized on the
-    first update, so ``state_dict`` and ``.to()`` carry them with the engine,
-    and a checkpoint resumes it exactly.
+    :meth:`step` takes the gradient of the helper's loss with ``torch.autograd.grad`` (so no ``.grad`` the
+    loop's optimizer reads changes), sums it over the ranks (:func:`~pplgen.distributed.all_reduce_sum_`, so
+    the helper steps alike on every rank) and steps ``torch.optim.Adam`` with β = (0.5, 0.999), as GAN
+    discriminators are trained (Radford et al. 2016). Adam's moments and step counts live in flat buffers of
+    this module that the optimizer's state views, so ``state_dict``, ``.to()`` and checkpoints carry them with
+    the engine and a resumed run steps exactly as the uninterrupted one. :func:`frozen_copy` gives the
+    network's weights as constants for the engine's estimator.
     """
 
     betas = (0.5, 0.999)
-    eps = 1e-8
 
     def __init__(self, lr):
         super().__init__()
         self.lr = lr
-        self.register_buffer("exp_avg", UninitializedBuffer())
-        self.register_buffer("exp_avg_sq", UninitializedBuffer())
+        self.optimizer = None
+        for name in ("exp_avg", "exp_avg_sq", "steps"):
+            self.register_buffer(name, UninitializedBuffer())
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
-    def initialize_parameters(self, params, grads=None):
-        if not self.has_uninitialized_params():
-            return
-        size = sum(p.numel() for p in params)
-        for buffer in (self.exp_avg, self.exp_avg_sq):
-            buffer.materialize((size,), device=params[0].device, dtype=params[0].dtype)
-            buffer.zero_()
+    def initialize_parameters(self, params):
+        """Sizes the moments for ``params`` (once) and builds the optimizer over them."""
+        if self.has_uninitialized_params():
+            options = {"device": params[0].device, "dtype": params[0].dtype}
+            for buffer in (self.exp_avg, self.exp_avg_sq):
+                buffer.materialize((sum(p.numel() for p in params),), **options)
+                buffer.zero_()
+            self.steps.materialize((len(params),), device=params[0].device, dtype=torch.float32)
+            self.steps.zero_()
+        if self.optimizer is None:
+            self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas, foreach=False)
+            self._link()
 
-    @torch.no_grad()
-    def forward(self, params, grads):
-        """One update of ``params`` along their ``grads``."""
-        beta1, beta2 = self.betas
-        grad = torch.cat([g.reshape(-1) for g in grads])
+    def step(self, loss, params):
+        """One update of ``params`` along −∇ ``loss``, summed over the ranks."""
+        self.initialize_parameters(params)
+        for param, grad in zip(params, torch.autograd.grad(loss, params)):
+            param.grad = all_reduce_sum_(grad)
+        self.optimizer.step()
+        for param in params:
+            param.grad = None
         self.updates += 1
-        t = self.updates.to(grad.dtype)
-        self.exp_avg.lerp_(grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = (self.exp_avg / (1 - beta1**t)) / ((self.exp_avg_sq / (1 - beta2**t)).sqrt() + self.eps)
-        for p, s in zip(params, step.split([p.numel() for p in params])):
-            p.sub_(self.lr * s.view_as(p))
+
+    def _link(self):
+        """Points the optimizer's state of each parameter at its slice of the buffers."""
+        params = self.optimizer.param_groups[0]["params"]
+        sizes = [p.numel() for p in params]
+        moments = zip(self.exp_avg.split(sizes), self.exp_avg_sq.split(sizes))
+        for index, (param, (mean, square)) in enumerate(zip(params, moments)):
+            state = {"step": self.steps[index], "exp_avg": mean.view_as(param), "exp_avg_sq": square.view_as(param)}
+            self.optimizer.state[param] = state
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.optimizer is not None:
+            self._link()
+        return self
+
+
+def frozen_copy(module):
+    """The module's weights as constants: copies, since the helper is updated before the caller's backward."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}

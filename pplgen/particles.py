@@ -19,21 +19,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from pplgen.sampling import PATHWISE, Drawing
 from pplgen.stacked import Stacked, stack_traces
 
 PARTICLE_PLATE = "_particles"
-
-#: How the model sees the guide's latents (``sample_particles(latents=...)``):
-#: ``"pathwise"`` as drawn, so gradients flow through reparameterized draws;
-#: ``"model_leaves"`` as detached leaves that require grad, in the model only
-#: (the guide keeps its path, as DReG needs); ``"detached"`` cut from the graph
-#: as they are drawn, in guide and model alike (score-function estimators);
-#: ``"leaves"`` cut as they are drawn but requiring grad, so autograd can tell
-#: which densities each latent reaches.
-LATENT_MODES = ("pathwise", "model_leaves", "detached", "leaves")
 
 
 @dataclass
@@ -152,60 +143,35 @@ def plate_nesting(*traces):
     return max(dims, default=0)
 
 
-class DetachLatents(Messenger):
-    """Cuts each latent from the autograd graph as it is drawn.
-
-    Placed *outside* ``poutine.trace``, so the trace and everything the program
-    computes from the draw see the detached value. With ``requires_grad`` the
-    detached value is a fresh leaf that requires grad (floating-point draws only).
-
-    ``pathwise`` keeps each draw as it was before the cut, by site name.
-    """
-
-    def __init__(self, requires_grad=False):
-        super().__init__()
-        self.requires_grad = requires_grad
-        self.pathwise = {}
-
-    def _pyro_post_sample(self, msg):
-        if msg["is_observed"] or site_is_subsample(msg):
-            return
-        self.pathwise[msg["name"]] = msg["value"]
-        value = msg["value"].detach()
-        msg["value"] = value.requires_grad_() if self.requires_grad and value.is_floating_point() else value
-
-
 def sample_particles(
-    model, guide, args, kwargs, *, num_particles, max_plate_nesting, latents="pathwise", vectorized=True
+    model, guide, args, kwargs, *, num_particles, max_plate_nesting, drawing=PATHWISE, vectorized=True
 ):
     """Run the guide and the model on K particles, vectorized or (``vectorized=False``) one run each.
 
-    ``latents`` (one of :data:`LATENT_MODES`) says how gradients may flow
-    through the guide's draws; runs one at a time keep the paths of
-    ``"pathwise"`` and ``"detached"`` only (see :mod:`pplgen.stacked`).
+    ``drawing`` (a :class:`~pplgen.sampling.Drawing`) says how gradients may flow through the guide's
+    draws; runs one at a time keep only what a ``stackable`` drawing promises (see :mod:`pplgen.stacked`).
     """
-    if latents not in LATENT_MODES:
-        raise ValueError(f"latents must be one of {LATENT_MODES}, got {latents!r}")
+    if not isinstance(drawing, Drawing):
+        raise TypeError(f"drawing must be a pplgen.sampling.Drawing, got {drawing!r}")
     if not vectorized and num_particles > 1:
-        return _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, latents)
+        return _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing)
     particle_dim = -max_plate_nesting - 1
     # One particle needs no plate: its log-densities get the particle dim in ``reduce``.
     particle_plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim) if num_particles > 1 else nullcontext()
-    cut = DetachLatents(requires_grad=latents == "leaves") if latents in ("detached", "leaves") else nullcontext()
     with particle_plate:
-        with cut:
+        with drawing.around_guide():
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replayed = _detached_leaves(guide_trace) if latents == "model_leaves" else guide_trace
+        replayed = drawing.for_model(guide_trace)
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 
-def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, latents):
-    if latents not in ("pathwise", "detached"):
-        raise ValueError(f"particles drawn one run at a time cannot keep latents={latents!r}")
+def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing):
+    if not drawing.stackable:
+        raise ValueError(f"particles drawn one run at a time cannot keep the drawing {drawing!r}")
     runs = [
         sample_particles(
-            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, latents=latents
+            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, drawing=drawing
         )
         for _ in range(num_particles)
     ]
@@ -363,38 +329,6 @@ def _per_factor(particles, value, event_dim, factor_shape):
     return value.reshape(value.shape[0], *factor_shape, -1)
 
 
-def log_mean_exp(log_values, dim=0):
-    """log (1/K) Σ_k exp(v_k), stable."""
-    count = torch.tensor(float(log_values.shape[dim]), device=log_values.device, dtype=log_values.dtype)
-    return torch.logsumexp(log_values, dim=dim) - count.log()
-
-
-def effective_sample_size(log_weights):
-    """1 / Σ_k w̃_k² of the self-normalized weights (particles along dim 0), averaged over factors."""
-    normalized = torch.softmax(log_weights.detach(), dim=0)
-    return (1.0 / normalized.pow(2).sum(0)).mean()
-
-
-def leave_one_out_log_mean_exp(log_values):
-    """For each k, log (1/K) Σ_j exp(v_j) with v_k replaced by the mean of the others.
-
-    The geometric mean of the other weights stands in for w_k (Mnih & Rezende
-    2016), so the result does not depend on particle k. Dim 0 holds the K ≥ 2
-    particles; the result has the input's shape.
-    """
-    count = log_values.shape[0]
-    if count < 2:
-        raise ValueError(f"the leave-one-out estimate needs at least 2 particles, got {count}")
-    others_mean = (log_values.sum(0, keepdim=True) - log_values) / (count - 1)
-    # Row k of ``swapped`` is v with its k-th entry replaced by the mean of the others.
-    eye = torch.eye(count, dtype=torch.bool, device=log_values.device).reshape(
-        count, count, *[1] * (log_values.dim() - 1)
-    )
-    swapped = torch.where(eye, others_mean.unsqueeze(1), log_values.unsqueeze(0))
-    return log_mean_exp(swapped, dim=1)
-
-
-#: Floating dtypes that mixed precision computes in; log-densities are taken in float32 instead.
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 _ALTERNATIVE_PARAMETERS = (("logits", "probs"), ("scale_tril", "covariance_matrix", "precision_matrix"))
 
@@ -452,16 +386,6 @@ def _with_parameters(fn, transform):
 def at_least_float32(tensor):
     """``tensor`` in float32 when it is float16 or bfloat16 (mixed precision); as it is otherwise."""
     return tensor.float() if tensor.dtype in LOW_PRECISION else tensor
-
-
-def _detached_leaves(trace):
-    copy = poutine.Trace()
-    for name, site in trace.nodes.items():
-        site = site.copy()
-        if site["type"] == "sample" and not site["is_observed"]:
-            site["value"] = site["value"].detach().requires_grad_(site["value"].is_floating_point())
-        copy.add_node(name, **site)
-    return copy
 
 
 def is_sample_site(site):

@@ -36,13 +36,13 @@ from pplgen.checks import check_pair
 from pplgen.dependencies import downstream_sites, prior_parents
 from pplgen.particles import (
     PARTICLE_PLATE,
-    DetachLatents,
     Particles,
     plate_nesting,
     shared_plate_dims,
     site_batch_shape,
     site_structure,
 )
+from pplgen.sampling import DetachLatents
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ class Probe:
     ``vectorized`` says whether several particles run at once (True), one run
     each (False), or has not been tried (None: a one-particle engine);
     ``data_arguments`` which argument holds each observed site's data, for an
-    engine that dreams in its place (:mod:`pplgen.dreams`), once found.
+    engine that dreams in its place (:mod:`pplgen.dreams`), once found;
+    ``stepped`` whether an engine's step has run on the plan (its first step
+    tries what :meth:`~pplgen.engine.Engine.rehearse` tries).
     """
 
     particles: Particles
@@ -74,6 +76,7 @@ class Probe:
     max_plate_nesting: int
     vectorized: bool | None = None
     data_arguments: dict | None = None
+    stepped: bool = False
 
     @property
     def structure(self):

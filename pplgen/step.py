@@ -12,6 +12,7 @@ object can also be driven by hand::
 """
 
 import math
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 
 import pyro
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from pplgen.distributed import broadcast_, sum_gradients, world_size
+from pplgen.engine import Engine
 from pplgen.options import Optimization, check_precision, learning_rates
 from pplgen.programs import owning_modules
 from pplgen.roles import parameter_roles
@@ -56,17 +58,17 @@ class TrainingStep:
 
     def __init__(
         self,
-        model,
-        guide,
-        engine,
+        model: Callable,
+        guide: Callable,
+        engine: Engine,
         *,
-        optimizer=torch.optim.Adam,
-        lr=1e-3,
-        optimizer_options=None,
-        clip_norm=None,
-        validate_every_step=False,
-        precision="32-true",
-        compile=False,
+        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        lr: float | Mapping[str, float] = 1e-3,
+        optimizer_options: Mapping | None = None,
+        clip_norm: float | None = None,
+        validate_every_step: bool = False,
+        precision: str = "32-true",
+        compile: bool = False,
     ):
         self.optimization = Optimization(
             optimizer=optimizer,
@@ -122,7 +124,7 @@ class TrainingStep:
         broadcast_(self._state_tensors())
         return probe
 
-    def step(self, *args, **kwargs):
+    def step(self, *args, **kwargs) -> dict[str, float]:
         """One update; returns the engine's metrics as floats (summed over ranks; averaged for the engine's
         ``mean_metrics``)."""
         self.setup(*args, **kwargs)

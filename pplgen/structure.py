@@ -21,7 +21,8 @@ from pyro import poutine
 from pplgen.checks import distribution_name
 from pplgen.dependencies import density_reads
 from pplgen.files import write_atomically
-from pplgen.particles import DetachLatents, is_sample_site
+from pplgen.particles import is_sample_site
+from pplgen.sampling import DetachLatents
 
 
 def graph(model, *args, **kwargs):

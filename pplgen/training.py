@@ -21,6 +21,7 @@ as the uninterrupted run would.
 import functools
 import math
 import random
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pplgen import checkpoints, inference
@@ -101,20 +103,20 @@ def _keeps_caller_state(run):
 
 @_keeps_caller_state
 def fit(
-    model,
-    engine="svi",
-    data=None,
+    model: Callable | torch.nn.Module,
+    engine: Engine | str = "svi",
+    data: torch.Tensor | Dataset | DataLoader | tuple | None = None,
     *,
-    guide=None,
-    epochs=None,
-    steps=None,
-    batch_size=100,
-    seed=0,
-    optimization=None,
-    execution=None,
-    evaluation=None,
-    checkpoint=None,
-):
+    guide: Callable | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    optimization: Optimization | Mapping | None = None,
+    execution: Execution | Mapping | None = None,
+    evaluation: Evaluation | Mapping | torch.Tensor | None = None,
+    checkpoint: Checkpointing | Mapping | str | Path | None = None,
+) -> FitResult:
     """Train a model/guide pair with an engine.
 
     :param model: a Pyro model, or an object with ``.model`` and ``.guide``
@@ -298,7 +300,7 @@ def _check_duration(epochs, steps):
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def resolve_engine(engine):
+def resolve_engine(engine: Engine | str) -> Engine:
     """An engine instance, or the registry's engine of that name."""
     if isinstance(engine, Engine):
         return engine

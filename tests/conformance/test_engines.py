@@ -4,7 +4,8 @@ A cell that trains runs ``check`` and then three optimizer steps, each with a
 finite surrogate and finite gradients, and ``check`` must have found every
 problem: no step may raise. A refused cell raises ``ValueError`` (or
 :class:`~pplgen.UnsupportedModelError`) from ``check`` with the fragment in
-:mod:`tests.support.outcomes`. Pairs Pyro rejects are refused by every engine.
+:mod:`tests.support.outcomes`. Pairs Pyro rejects are refused by every engine
+that runs the guide; a guide-free engine (gan) runs the model alone.
 """
 
 import contextlib
@@ -16,9 +17,10 @@ import pytest
 import torch
 
 import pplgen
-from pplgen.inference import get, guided_engines, per_site_engines, score_function_engines
+from pplgen.inference import ENGINES as REGISTERED
+from pplgen.inference import get, per_site_engines, score_function_engines
 from pplgen.programs import owning_modules
-from tests.support.outcomes import ENGINES, PYRO_REFUSED, REFUSED, expected, markdown_table
+from tests.support.outcomes import ENGINES, PYRO_REFUSED, expected, markdown_table
 from tests.support.programs import PROGRAMS
 
 CELLS = [(entry, engine) for entry in PROGRAMS for engine in ENGINES]
@@ -26,10 +28,10 @@ IDS = [f"{entry.name}-{engine}" for entry, engine in CELLS]
 
 
 def test_the_table_covers_every_registered_engine_and_program():
-    """Every engine that trains a model/guide pair; gan trains models alone (tests/inference/test_gan.py)."""
-    assert set(ENGINES) == set(guided_engines())
+    assert list(ENGINES) == list(REGISTERED)
     names = {entry.name for entry in PROGRAMS}
-    assert set(REFUSED) <= names and set(PYRO_REFUSED) <= names
+    refused = {program for row in ENGINES.values() for refusal in row.refusals for program in refusal.programs}
+    assert refused <= names and set(PYRO_REFUSED) <= names
     assert {entry.name for entry in PROGRAMS if entry.pyro != "ok"} == set(PYRO_REFUSED)
 
 
@@ -41,7 +43,8 @@ TRAINS_NOTHING = {("mask_false_in_model_and_guide", name) for name in score_func
 @pytest.mark.parametrize("entry, engine_name", CELLS, ids=IDS)
 def test_engine_trains_or_refuses_in_check(entry, engine_name):
     model, guide, args, kwargs = entry.build()
-    engine = get(engine_name, **ENGINES[engine_name])
+    engine = get(engine_name, **ENGINES[engine_name].options)
+    guide = guide if engine.needs_guide else None
     refusal = expected(entry.name, engine_name)
     if refusal is not None:
         with pytest.raises(ValueError, match=refusal):
@@ -76,9 +79,10 @@ def test_a_pair_with_nothing_to_train_takes_a_step_that_moves_nothing():
     """Pyro's SVI takes no step when no parameter reaches the loss; an engine's surrogate still accepts ``backward``."""
     entry = next(e for e in PROGRAMS if e.name == "no_trainable_parameters")
     model, guide, args, kwargs = entry.build()
-    for name, options in ENGINES.items():
+    for name, row in ENGINES.items():
         if expected(entry.name, name) is None:
-            loss = get(name, **options)(model, guide, *args, **kwargs)
+            engine = get(name, **row.options)
+            loss = engine(model, guide if engine.needs_guide else None, *args, **kwargs)
             assert loss.surrogate.requires_grad
             loss.surrogate.backward()
 
@@ -108,20 +112,3 @@ def test_the_readme_shows_this_table():
 def test_the_engines_named_in_refusals_are_the_registrys():
     assert per_site_engines() == ["svi", "wake_sleep", "nvil"]
     assert score_function_engines() == ["wake_sleep", "rws", "nvil", "vimco"]
-
-
-@pytest.mark.parametrize("entry", PROGRAMS, ids=lambda e: e.name)
-def test_gan_trains_each_model_or_refuses_it_in_check_by_site(entry):
-    """gan runs the model alone (the guide is never run): every shape's model trains three finite steps, or
-    ``check`` refuses it with a message that names the site, or says the programs fail or observe nothing."""
-    model, _, args, kwargs = entry.build()
-    engine = get("gan", discriminator=(8,))
-    try:
-        engine.check(model, None, *args, **kwargs)
-    except ValueError as refusal:
-        assert any(text in str(refusal) for text in ("site '", "observes no site", "fail when run together"))
-        return
-    for _ in range(3):
-        loss = engine(model, None, *args, **kwargs)
-        assert torch.isfinite(loss.surrogate) and all(math.isfinite(v) for v in loss.metrics.values())
-        loss.surrogate.backward()

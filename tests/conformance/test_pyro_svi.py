@@ -9,7 +9,7 @@ from pyro.optim import Adam
 
 import pplgen
 from pplgen.inference import get
-from pplgen.models import VAE, SigmoidBeliefNet
+from tests.support.cases import family_for
 from tests.support.outcomes import ENGINES
 from tests.support.programs import PROGRAMS
 
@@ -17,17 +17,18 @@ BY_NAME = {entry.name: entry for entry in PROGRAMS}
 
 
 def function_program(engine):
-    """A Pyro user's own functions, registering their networks with ``pyro.module``."""
-    return BY_NAME["vae_local_latents" if engine.reparameterized else "sigmoid_belief_layer"].build()
+    """A Pyro user's own functions, registering their networks with ``pyro.module``: a VAE for engines that
+    need ``rsample``, a sigmoid belief layer for the others, a Gaussian hierarchy for a guide-free engine."""
+    if not engine.needs_guide:
+        return BY_NAME["global_and_local_latents"].build()
+    return BY_NAME["vae_local_latents" if engine.requires_rsample else "sigmoid_belief_layer"].build()
 
 
 def module_program(engine):
     """pplgen's model families: modules whose bound methods are the programs."""
     x = torch.bernoulli(torch.full((5, 6), 0.5), generator=torch.Generator().manual_seed(0))
-    family = (
-        VAE(data_dim=6, latent_dim=2, hidden=(4,))
-        if engine.reparameterized
-        else SigmoidBeliefNet(layers=(3,), observed=6)
+    family = family_for(
+        engine.name, vae={"data_dim": 6, "latent_dim": 2, "hidden": (4,)}, sbn={"layers": (3,), "observed": 6}
     )
     return family.model, family.guide, (x,), {}
 
@@ -35,7 +36,7 @@ def module_program(engine):
 @pytest.mark.parametrize("programs", [function_program, module_program], ids=["functions", "modules"])
 @pytest.mark.parametrize("name", ENGINES)
 def test_pyro_svi_steps_every_engine_and_its_helpers(name, programs):
-    engine = get(name, **ENGINES[name])
+    engine = get(name, **ENGINES[name].options)
     model, guide, args, kwargs = programs(engine)
     svi = SVI(model, guide, Adam({"lr": 0.05}), loss=engine.differentiable_loss)
     svi.step(*args, **kwargs)

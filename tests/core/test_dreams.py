@@ -98,7 +98,18 @@ def test_a_model_without_observations_cannot_dream():
         dream(prior_only, (torch.zeros(2),), {})
 
 
+def latent_two_copies_model(x, same):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def latent_guide(x, same):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(pyro.param("loc", torch.tensor(0.0)), 1.0))
+
+
 @pytest.mark.parametrize("name, options", [("wake_sleep", {}), ("rws", {"phi": "sleep"})])
 def test_dreaming_engines_check_the_mapping_before_training(name, options):
     with pytest.raises(ValueError, match="pass data_arguments"):
-        get(name, **options).check(two_copies_model, lambda x, same: None, torch.zeros(3), torch.zeros(3))
+        get(name, **options).check(latent_two_copies_model, latent_guide, torch.zeros(3), torch.zeros(3))

@@ -11,13 +11,13 @@ import torch
 import pplgen
 from pplgen import evaluate
 from pplgen.inference import ENGINES, get
-from pplgen.models import VAE, SigmoidBeliefNet
+from pplgen.models import VAE
+from tests.support.cases import family_for
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
-CONTINUOUS = {"svi", "iwae", "avb"}
 WORKER = Path(__file__).parents[1] / "distributed" / "parallel_worker.py"
 
 
@@ -27,7 +27,7 @@ def digits(count=500):
 
 def family(name):
     torch.manual_seed(0)
-    return VAE() if name in CONTINUOUS else SigmoidBeliefNet(layers=(200,))
+    return family_for(name, vae={}, sbn={"layers": (200,)})
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))

@@ -111,6 +111,19 @@ def bernoulli_model(x):
         pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
 
+def indexing_guide(x):
+    """Reads its data as indices into a table: right for the data (0, 1, 2), failing on Gaussian dreams."""
+    table = pyro.param("table", torch.zeros(3, 2))
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(torch.nn.functional.embedding(x[..., 0].long(), table), 1.0).to_event(1))
+
+
+def gaussian_model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+
 def entry_paths(engine, model, guide, *args):
     """The verdicts of ``check``, a direct call, ``pplgen.fit`` and Pyro's ``SVI`` on one pair."""
     import pplgen
@@ -139,8 +152,10 @@ def engine_options(engine):
         (inference.AVB(), looping_model, looping_guide, x, "running the model from its prior"),
         (inference.AVB(), dependent_prior_model, dependent_prior_guide, x, "its prior depends on latent 'a'"),
         (inference.GAN(), bernoulli_model, None, (x > 0).float(), "has no rsample"),
+        (inference.IWAE(2, estimator="dreg"), looping_model, looping_guide, x, "estimator='dreg' needs them"),
+        (inference.WakeSleep(), gaussian_model, indexing_guide, torch.arange(12.0).reshape(6, 2) % 3, "fails on them"),
     ],
-    ids=["avb-prior-run", "avb-dependent-prior", "gan-bernoulli"],
+    ids=["avb-prior-run", "avb-dependent-prior", "gan-bernoulli", "iwae-dreg-vectorized", "wake_sleep-dream"],
 )
 def test_every_entry_path_gives_the_verdict_of_check(engine, model, guide, data, refusal):
     from pplgen.programs import no_guide
@@ -148,6 +163,16 @@ def test_every_entry_path_gives_the_verdict_of_check(engine, model, guide, data,
     verdicts = entry_paths(engine, model, guide or no_guide, data)
     assert refusal in verdicts["check"]
     assert verdicts == dict.fromkeys(verdicts, verdicts["check"])
+
+
+@pytest.mark.parametrize("engine", [inference.IWAE(2), inference.RWS(2), inference.VIMCO(2)], ids=str)
+def test_a_program_that_does_not_vectorize_trains_one_run_per_particle_on_every_path(engine):
+    """The first step finds, as ``check`` does, that the particles must run one at a time."""
+    verdicts = entry_paths(engine, looping_model, looping_guide, x)
+    assert verdicts == dict.fromkeys(verdicts)
+    engine.prepare(looping_model, looping_guide, x)
+    engine(looping_model, looping_guide, x)
+    assert engine.plan.vectorized is False
 
 
 def semi_supervised_model(x, y=None):

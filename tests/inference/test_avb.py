@@ -223,7 +223,7 @@ def test_forward_updates_the_discriminator_by_its_own_adam_and_the_surrogate_lea
     for old, new, g in zip(before.discriminator.parameters(), engine.discriminator.parameters(), grads):
         assert torch.allclose(new - old, -0.01 * g / (g.abs() + 1e-8), atol=1e-6)
     assert torch.allclose(loss.metrics["discriminator_loss"], alone)
-    assert engine.optimizer.updates.item() == 1
+    assert engine.fitter.updates.item() == 1
     loss.surrogate.backward()
     assert all(p.grad is None for p in engine.parameters())
     assert all(p.grad is not None for p in vae.parameters())
@@ -235,7 +235,7 @@ def test_forward_takes_discriminator_steps_updates_in_training_mode_only():
     engine = get("avb", discriminator=(16,))
     for _ in range(2):
         engine(vae.model, vae.guide, x)
-    assert engine.optimizer.updates.item() == 2 * engine.discriminator_steps
+    assert engine.fitter.updates.item() == 2 * engine.discriminator_steps
     state = copy.deepcopy(engine.state_dict())
     engine.eval()
     engine(vae.model, vae.guide, x).surrogate.backward()
@@ -263,9 +263,9 @@ def test_a_saved_engine_resumes_exactly_and_moves_with_to():
     assert all(torch.equal(value, restored.state_dict()[key]) for key, value in engine.state_dict().items())
 
     restored.to(torch.float64)
-    assert restored.optimizer.exp_avg.dtype == restored.optimizer.exp_avg_sq.dtype == torch.float64
+    assert restored.fitter.exp_avg.dtype == restored.fitter.exp_avg_sq.dtype == torch.float64
     restored(vae.double().model, vae.guide, x.double()).surrogate.backward()
-    assert restored.optimizer.updates.item() == 4 * restored.discriminator_steps
+    assert restored.fitter.updates.item() == 4 * restored.discriminator_steps
 
 
 def test_pyro_svi_takes_the_discriminator_steps_with_it():
@@ -274,7 +274,7 @@ def test_pyro_svi_takes_the_discriminator_steps_with_it():
     svi = SVI(vae.model, vae.guide, Adam({"lr": 0.01}), loss=engine.differentiable_loss)
     for _ in range(2):
         assert torch.isfinite(torch.tensor(svi.step(x)))
-    assert engine.optimizer.updates.item() == 2 * engine.discriminator_steps
+    assert engine.fitter.updates.item() == 2 * engine.discriminator_steps
 
 
 def test_model_and_guide_get_the_gradient_of_the_estimated_elbo_alone():

@@ -22,9 +22,10 @@ import pytest
 import torch
 from pyro import poutine
 
+from pplgen.bounds import log_mean_exp
 from pplgen.inference import get
 from pplgen.models import SigmoidBeliefNet
-from pplgen.particles import is_sample_site, log_mean_exp
+from pplgen.particles import is_sample_site
 
 REPLICAS = 500
 REPEATS = 40

@@ -13,8 +13,9 @@ import torch
 from pyro import poutine
 
 from pplgen import evaluate
+from pplgen.bounds import log_mean_exp
 from pplgen.inference import get
-from pplgen.particles import log_mean_exp, log_weights
+from pplgen.particles import log_weights
 from tests.support.linear_gaussian import GUIDE_PARAMS, MODEL_PARAMS, LinearGaussian, grads
 
 PARAMS = MODEL_PARAMS + GUIDE_PARAMS

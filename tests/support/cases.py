@@ -4,10 +4,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pplgen.inference import get
+from pplgen.inference import ENGINES, get
 from pplgen.models import VAE, SigmoidBeliefNet
-
-CONTINUOUS = {"svi", "iwae", "avb"}
+from tests.support.outcomes import ENGINES as ROWS
 
 
 def hierarchical_guide_pair():
@@ -38,14 +37,23 @@ def binary_data(n=64, seed=1):
     return torch.rand(n, 16, generator=generator).bernoulli(generator=generator)
 
 
+def family_for(name, *, vae, sbn):
+    """The model family an engine trains, chosen by its traits and built with the ``vae`` or ``sbn`` options:
+    for a guide-free engine a VAE with a Gaussian likelihood (its dreams must be differentiable), a VAE for
+    engines that need ``rsample``, a sigmoid belief net (discrete latents) for the others."""
+    engine = ENGINES[name]
+    if not engine.needs_guide:
+        return VAE(likelihood="gaussian", **vae)
+    return VAE(**vae) if engine.requires_rsample else SigmoidBeliefNet(**sbn)
+
+
 def small_case(name):
-    """A small model each engine trains, its engine and a batch: a VAE for the reparameterized engines, its
-    Gaussian-likelihood decoder on grey levels for gan, a sigmoid belief net for the others."""
+    """A small model each engine trains (:func:`family_for`), the engine with its conformance row's options,
+    and a batch: grey levels for a Gaussian likelihood, binary ones otherwise."""
     torch.manual_seed(0)
     x = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
-    engine = get(name, **({"num_particles": 3} if name in {"iwae", "rws", "vimco"} else {}))
-    if name == "gan":
-        return VAE(data_dim=12, latent_dim=2, hidden=(8,), likelihood="gaussian"), engine, x
-    if name in CONTINUOUS:
-        return VAE(data_dim=12, latent_dim=2, hidden=(8,)), engine, x.bernoulli()
-    return SigmoidBeliefNet(layers=(4,), observed=12), engine, x.bernoulli()
+    engine = get(name, **ROWS[name].options)
+    model = family_for(
+        name, vae={"data_dim": 12, "latent_dim": 2, "hidden": (8,)}, sbn={"layers": (4,), "observed": 12}
+    )
+    return model, engine, x if not engine.needs_guide else x.bernoulli()

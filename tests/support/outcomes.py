@@ -1,55 +1,116 @@
-"""The expected outcome of every engine on every program of :mod:`tests.support.programs`: the one table.
+"""The conformance table: one row per registered engine, and the outcome of each on every program of
+:mod:`tests.support.programs`.
 
-``ENGINES`` are the configurations the suite runs (one per registered
-engine). ``REFUSED[program][engine]`` is a fragment of the refusal that
-engine's ``check`` must raise; every cell not listed must train. Programs
-that Pyro's ``Trace_ELBO`` rejects or warns about are refused by every
-engine, with the fragment in ``PYRO_REFUSED``. The README's table of what
-each engine accepts is printed from here (``python -m tests.support.outcomes``).
+A :class:`Row` holds the options the suite runs the engine with, the
+``variants`` (further option sets) that the contract tests also run, and the
+:class:`Refusal` kinds its ``check`` must raise, each a set of programs and a
+fragment of the message; every other program must train. Programs that
+Pyro's ``Trace_ELBO`` rejects or warns about are refused by every engine that
+runs the guide, with the fragment in ``PYRO_REFUSED``. Adding an engine adds
+one row. The README's table of what each engine accepts is printed from here
+(``python -m tests.support.outcomes``).
 """
 
+from dataclasses import dataclass
+
+from pplgen.inference import ENGINES as REGISTERED
 from tests.support.programs import PROGRAMS
 
+
+@dataclass(frozen=True)
+class Refusal:
+    """Programs an engine refuses for one reason, and a fragment of its message."""
+
+    programs: tuple[str, ...]
+    fragment: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """An engine's options in the suite, its further configurations, and what it refuses (the first kind
+    holding a program gives the expected message)."""
+
+    options: dict
+    refusals: tuple[Refusal, ...] = ()
+    variants: tuple[dict, ...] = ()
+
+
+DISCRETE_GUIDE = Refusal(("mixed_discrete_continuous", "gaussian_mixture", "sigmoid_belief_layer"), "has no rsample")
+UNEQUAL_SCALES = Refusal(
+    ("subsample_with_global", "explicit_subsample", "subsample_primitive", "kl_annealing"),
+    "every site of a datum scaled alike",
+)
+UNDREAMABLE = Refusal(
+    (
+        "sequential_plate",
+        "sequential_plate_subsampled",
+        "sequential_in_vectorized_plate",
+        "vectorized_subsample",
+        "subsample_with_global",
+        "explicit_subsample",
+        "subsample_primitive",
+        "param_event_dim_in_plate",
+        "markov_time_series",
+        "plate_in_guide_only",
+    ),
+    "cannot tell which model argument holds the data",
+)
+DEPENDENT_PRIOR = Refusal(
+    ("global_and_local_latents", "nested_plates", "reparam_decentered", "markov_time_series"),
+    "its prior depends on latent",
+)
+POINT_ESTIMATE = Refusal(("map_delta_guide", "delta_event_dim"), "is a Delta")
+AUXILIARY = Refusal(("factor_in_guide_rsample", "auxiliary_guide_site"), "is auxiliary")
+NO_OBSERVATION = Refusal(("empty_model_empty_guide",), "observes no site")
+NO_LATENT = Refusal(("empty_guide_observed_model", "empty_model_empty_guide"), "the guide draws no latent site")
+MODEL_FAILS = Refusal(
+    (
+        "duplicate_site_name",
+        "plate_recreated_by_name",
+        "plate_broadcast_error",
+        "plate_dim_collision",
+        "param_plate_size_mismatch",
+    ),
+    "fail when run together",
+)
+UNREPARAMETERIZED_DATA = Refusal(
+    ("vae_local_latents", "sparse_gamma_siblings", "ordered_logistic_obs"), "which has no rsample"
+)
+DISCRETE_MODEL = Refusal(
+    ("mixed_discrete_continuous", "gaussian_mixture", "sigmoid_belief_layer", "enumerated_guide_site"),
+    "without rsample",
+)
+DENSITY_TERM = Refusal(("factor_in_model",), "is a pyro.factor")
+
 ENGINES = {
-    "svi": {},
-    "iwae": {"num_particles": 3},
-    "wake_sleep": {},
-    "rws": {"num_particles": 3},
-    "nvil": {},
-    "vimco": {"num_particles": 3},
-    "avb": {"discriminator": (8,)},
-}
-
-_SCALAR = {name: "has no rsample" for name in ("svi", "iwae", "avb")}
-_SCALES = {name: "every site of a datum scaled alike" for name in ("iwae", "rws", "vimco", "avb")}
-_DATA_ARGUMENT = {"wake_sleep": "cannot tell which model argument holds the data"}
-_DEPENDENT_PRIOR = {"avb": "its prior depends on latent"}
-_DELTA = {name: "is a Delta" for name in ("wake_sleep", "rws", "nvil", "vimco")}
-_NO_LATENT = {name: "the guide draws no latent site" for name in ("wake_sleep", "nvil", "avb")}
-
-REFUSED = {
-    "global_and_local_latents": _DEPENDENT_PRIOR,
-    "mixed_discrete_continuous": _SCALAR,
-    "gaussian_mixture": _SCALAR,
-    "sigmoid_belief_layer": _SCALAR,
-    "nested_plates": _DEPENDENT_PRIOR,
-    "sequential_plate": _DATA_ARGUMENT,
-    "sequential_plate_subsampled": _DATA_ARGUMENT,
-    "sequential_in_vectorized_plate": _DATA_ARGUMENT,
-    "vectorized_subsample": _DATA_ARGUMENT,
-    "subsample_with_global": {**_SCALES, **_DATA_ARGUMENT},
-    "explicit_subsample": {**_SCALES, **_DATA_ARGUMENT},
-    "subsample_primitive": {**_SCALES, **_DATA_ARGUMENT},
-    "param_event_dim_in_plate": _DATA_ARGUMENT,
-    "kl_annealing": _SCALES,
-    "factor_in_guide_rsample": {"wake_sleep": "is auxiliary"},
-    "map_delta_guide": _DELTA,
-    "delta_event_dim": _DELTA,
-    "auxiliary_guide_site": {"wake_sleep": "is auxiliary"},
-    "reparam_decentered": _DEPENDENT_PRIOR,
-    "markov_time_series": {**_DATA_ARGUMENT, **_DEPENDENT_PRIOR},
-    "empty_guide_observed_model": _NO_LATENT,
-    "empty_model_empty_guide": {**_NO_LATENT, "wake_sleep": "observes no site"},
+    "svi": Row(
+        {},
+        (DISCRETE_GUIDE,),
+        variants=({"num_particles": 3, "analytic_kl": True}, {"stl": True}),
+    ),
+    "iwae": Row(
+        {"num_particles": 3},
+        (DISCRETE_GUIDE, UNEQUAL_SCALES),
+        variants=({"num_particles": 4, "estimator": "dreg"},),
+    ),
+    "wake_sleep": Row({}, (UNDREAMABLE, AUXILIARY, POINT_ESTIMATE, NO_OBSERVATION, NO_LATENT)),
+    "rws": Row({"num_particles": 3}, (UNEQUAL_SCALES, POINT_ESTIMATE), variants=({"num_particles": 3, "phi": "both"},)),
+    "nvil": Row(
+        {},
+        (POINT_ESTIMATE, NO_LATENT),
+        variants=({"baseline": None, "normalize": False, "local_signals": False},),
+    ),
+    "vimco": Row({"num_particles": 3}, (UNEQUAL_SCALES, POINT_ESTIMATE)),
+    "avb": Row(
+        {"discriminator": (8,)},
+        (DISCRETE_GUIDE, UNEQUAL_SCALES, DEPENDENT_PRIOR, NO_LATENT),
+        variants=({"num_particles": 3, "adaptive_contrast": True, "discriminator_steps": 2},),
+    ),
+    "gan": Row(
+        {"discriminator": (8,)},
+        (MODEL_FAILS, UNREPARAMETERIZED_DATA, DISCRETE_MODEL, DENSITY_TERM, UNDREAMABLE, NO_OBSERVATION),
+        variants=({"discriminator": (8,), "gradient_penalty": 1.0, "discriminator_steps": 2},),
+    ),
 }
 
 PYRO_REFUSED = {
@@ -70,11 +131,21 @@ PYRO_REFUSED = {
 }
 
 
+def configurations():
+    """Every ``(engine name, options)`` the contract tests run: each row's options and its variants."""
+    return [(name, options) for name, row in ENGINES.items() for options in (row.options, *row.variants)]
+
+
 def expected(program, engine):
     """``None`` when ``engine`` must train ``program``, else a fragment of its refusal."""
-    if program in PYRO_REFUSED:
+    if program in PYRO_REFUSED and runs_guide(engine):
         return PYRO_REFUSED[program]
-    return REFUSED.get(program, {}).get(engine)
+    return next((r.fragment for r in ENGINES[engine].refusals if program in r.programs), None)
+
+
+def runs_guide(engine):
+    """Whether the engine runs the guide (so Pyro's verdict on the pair applies to it)."""
+    return REGISTERED[engine].needs_guide
 
 
 def markdown_table():
