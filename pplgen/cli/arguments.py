@@ -1,6 +1,7 @@
 """The argument parser of ``pplgen`` and the argparse types of its options."""
 
 import argparse
+import ast
 import math
 from pathlib import Path
 
@@ -95,6 +96,15 @@ def _add_engine_arguments(group):
         "--engine",
         choices=sorted(inference.ENGINES),
         help=f"inference engine (default: {defaults}; svi and iwae cannot train binary latents)",
+    )
+    group.add_argument(
+        "--engine-option",
+        type=_engine_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any keyword of the engine's constructor, the value a Python literal (e.g. num_particles=8, "
+        "discriminator=(64,64)); repeatable, so an engine's every option is reachable without a flag of its own",
     )
     option = _options_adder(group, ENGINE_OPTIONS)
     option(
@@ -332,6 +342,17 @@ def _devices(text):
         raise argparse.ArgumentTypeError(
             f"expected a device count or indices separated by commas, got {text!r}"
         ) from None
+
+
+def _engine_option(text):
+    """argparse type: ``NAME=VALUE`` with VALUE a Python literal (a bare word is taken as a string)."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. num_particles=8), got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
 
 
 def _layer_sizes(text):

@@ -57,7 +57,7 @@ def fit_command(args):
     family = MODELS[args.model]
     engine_name = args.engine or family.engine
     model_options = _model_options(args, family)
-    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
+    engine = _build_engine(engine_name, args)
     binarize = _binarize(args, family)
     out = _run_folder(args, Path("runs") / f"{args.model}-{engine_name}-{args.data}")
     where = {"root": args.root, "download": args.download}
@@ -126,7 +126,7 @@ def _fit_bayesian(args):
     given = _given(args, MODEL_OPTIONS)
     _refuse("model", args.model, MODEL_OPTIONS, given, family.options)
     engine_name = args.engine or "svi"
-    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
+    engine = _build_engine(engine_name, args)
     arguments, coords = family.arguments()
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -163,7 +163,7 @@ def _fit_topics(args):
         )
     given = _given(args, MODEL_OPTIONS)
     _refuse("model", "lda", MODEL_OPTIONS, given, {"num_topics"})
-    engine = _build_engine(engine_name, _given(args, ENGINE_OPTIONS))
+    engine = _build_engine(engine_name, args)
     train, test = data.lee_corpus("train"), data.lee_corpus("test")
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -246,7 +246,7 @@ def _bayesian_summary(name, record, out):
 
 def _config(args, **resolved):
     """The run's configuration: the options as given, then ``resolved`` (model and engine options as built)."""
-    skipped = {"run", "command", "progress", *ENGINE_OPTIONS.values(), *MODEL_OPTIONS.values()}
+    skipped = {"run", "command", "progress", "engine_option", *ENGINE_OPTIONS.values(), *MODEL_OPTIONS.values()}
     given = {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
     return {**{name: value for name, value in given.items() if name not in skipped}, **resolved}
 
@@ -275,9 +275,18 @@ def _model_options(args, family):
     return {**family.options, **given}
 
 
-def _build_engine(name, options):
-    """The registered engine ``name`` with ``options``, after checking that it takes them."""
-    _refuse("engine", name, ENGINE_OPTIONS, options, inspect.signature(inference.ENGINES[name].__init__).parameters)
+def _build_engine(name, args):
+    """The registered engine ``name`` with the engine options of ``args`` (the flags of
+    :data:`~pplgen.cli.families.ENGINE_OPTIONS`, then every ``--engine-option``), after checking that its
+    constructor takes each of them."""
+    accepted = inspect.signature(inference.ENGINES[name].__init__).parameters
+    options = _given(args, ENGINE_OPTIONS)
+    _refuse("engine", name, ENGINE_OPTIONS, options, accepted)
+    for keyword, value in args.engine_option:
+        if keyword not in accepted or keyword == "self":
+            takes = ", ".join(k for k, p in accepted.items() if k != "self" and p.kind is not p.VAR_KEYWORD)
+            raise ValueError(f"engine '{name}' does not take --engine-option {keyword}=...; its options are {takes}")
+        options[keyword] = value
     return inference.get(name, **options)
 
 

@@ -120,6 +120,18 @@ def test_engine_options_reach_the_engine(tmp_path):
     assert read_metrics(tmp_path)["config"]["engine_options"] == {"num_particles": 3, "estimator": "dreg"}
 
 
+def test_any_constructor_keyword_reaches_the_engine_by_engine_option(tmp_path, capsys):
+    options = ["--engine", "iwae", "--engine-option", "num_particles=2", "--engine-option", "estimator=dreg"]
+    status, _ = run(["fit", "vae", *options, *TINY, "--steps", "2", "--out", str(tmp_path / "run")])
+    assert status == 0
+    assert read_metrics(tmp_path / "run")["config"]["engine_options"] == {"num_particles": 2, "estimator": "dreg"}
+    status, _ = run(["fit", "vae", "--engine", "iwae", "--engine-option", "particles=2", *TINY, "--out", str(tmp_path)])
+    assert status == 2
+    assert "engine 'iwae' does not take --engine-option particles=...; its options are num_particles, estimator" in (
+        capsys.readouterr().err
+    )
+
+
 def test_summary_reports_the_log_likelihood(fitted):
     _, stdout, out = fitted
     test = read_metrics(out)["test"]
