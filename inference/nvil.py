@@ -15,8 +15,11 @@ the signal is
   or the latents drawn from it can move (found by autograd, see
   :mod:`pplgen.dependencies`); the others have zero covariance with its score.
 * ``baseline``: C_ψ(x), a tanh MLP of the observed data with one output per
-  guide site (a :class:`~pplgen.nn.LazyMLP`, sized by the first program), owned by this engine and fitted by squared error to
+  guide site (a :class:`~pplgen.nn.LazyMLP`, sized by the program), owned by this engine and fitted by squared error to
   l_s^local − c_s inside the same surrogate (ψ gets only that gradient).
+  A program whose site set changes from batch to batch (a label observed on
+  some batches and drawn on others) gets a baseline and statistics per site
+  set, each built when its site set first appears.
 * ``normalize``: c_s and v_s are running mean and variance of
   l_s^local − C_ψ(x)_s (buffers, momentum ``decay``), so the signal is
   centred and its scale kept near 1. Both are frozen in ``eval()`` mode.
@@ -47,7 +50,7 @@ from torch.nn.parameter import UninitializedBuffer
 
 from pplgen.checks import UnsupportedModelError, check_has_latents
 from pplgen.dependencies import downstream_sites
-from pplgen.distributed import all_reduce_sum_
+from pplgen.distributed import all_reduce_sum_, broadcast_
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.nn import LazyMLP
 from pplgen.particles import observed_features, site_log_densities, site_log_prob
@@ -80,6 +83,8 @@ class NVIL(ParticleEngine):
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         self.baseline = LazyMLP(baseline, owner="nvil's baseline") if baseline is not None else None
         self.moments = RunningMoments(decay) if normalize else None
+        #: The baselines and statistics of site sets met after the plan's, by ``"<features>x<sites>"``.
+        self.other_site_sets = nn.ModuleDict()
         self.local_signals = bool(local_signals)
         self.decay = float(decay)
         self._downstream = None
@@ -124,14 +129,52 @@ class NVIL(ParticleEngine):
 
         ``signals`` has shape ``(sites, K, *factor_sizes)``.
         """
-        if self.baseline is not None:
-            baseline = self.baseline(_baseline_input(particles, signals), signals.shape[0]).movedim(-1, 0).unsqueeze(1)
+        features = _baseline_input(particles, signals) if self.baseline is not None else None
+        network, moments = self._helpers_for(features, signals)
+        if network is not None:
+            baseline = network(features, signals.shape[0]).movedim(-1, 0).unsqueeze(1)
         else:
             baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
         residual = signals - baseline.detach()
-        mean, std = self.moments(residual) if self.moments is not None else (0.0, 1.0)
+        mean, std = moments(residual) if moments is not None else (0.0, 1.0)
         baseline_loss = (signals - mean - baseline).pow(2).sum() / particles.num_particles
         return (residual - mean) / std, baseline_loss
+
+    def _helpers_for(self, features, signals):
+        """The baseline and statistics of this site set: the plan's, or those built (and, with several processes,
+        made alike on every rank) when the site set first appeared."""
+        if self.baseline is None and self.moments is None:
+            return None, None
+        sizes = (0 if features is None else features.shape[-1], signals.shape[0])
+        if _built_for(self.baseline, self.moments) in (None, sizes):
+            return self.baseline, self.moments
+        key = f"{sizes[0]}x{sizes[1]}"
+        if key not in self.other_site_sets:
+            helpers = self._new_site_set(key)
+            if helpers.baseline is not None:
+                helpers.baseline.initialize_parameters(features, signals.shape[0])
+            if helpers.moments is not None:
+                helpers.moments.initialize_parameters(signals)
+            broadcast_([*helpers.parameters(), *helpers.buffers()])
+        helpers = self.other_site_sets[key]
+        return helpers.baseline, helpers.moments
+
+    def _new_site_set(self, key):
+        helpers = SiteSetHelpers(
+            LazyMLP(self.baseline.hidden, owner="nvil's baseline") if self.baseline is not None else None,
+            RunningMoments(self.decay) if self.moments is not None else None,
+        )
+        self.other_site_sets[key] = helpers
+        return helpers
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Builds, unsized, the helpers of every site set ``state_dict`` holds, then loads it."""
+        for name in state_dict:
+            if name.startswith("other_site_sets."):
+                key = name.split(".")[1]
+                if key not in self.other_site_sets:
+                    self._new_site_set(key)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def needs_vectorized_particles(self):
         return "local_signals=True" if self.local_signals else None
@@ -163,6 +206,27 @@ class NVIL(ParticleEngine):
             "local_signals": self.local_signals,
             "decay": self.decay,
         }
+
+
+class SiteSetHelpers(nn.Module):
+    """The baseline and signal statistics of one site set (either may be None, as the engine's options say)."""
+
+    def __init__(self, baseline, moments):
+        super().__init__()
+        self.baseline = baseline
+        self.moments = moments
+
+
+def _built_for(baseline, moments):
+    """``(features, sites)`` the plan's baseline and statistics were sized for (features 0 without a baseline),
+    or None while unsized."""
+    if baseline is not None:
+        if baseline.has_uninitialized_params():
+            return None
+        return baseline.weight0.shape[1], getattr(baseline, f"bias{len(baseline.hidden)}").shape[0]
+    if moments.has_uninitialized_params():
+        return None
+    return 0, moments.mean.shape[0]
 
 
 class RunningMoments(LazyModuleMixin, nn.Module):

@@ -93,6 +93,7 @@ class TrainingStep:
         self.scaler = None
         self.roles = None
         self.store_params = {}
+        self.engine_parameters = 0
         self.num_steps = 0
 
     def setup(self, *args, **kwargs):
@@ -119,6 +120,7 @@ class TrainingStep:
             trained = "model, guide and engine" if self.engine.needs_guide else "model and engine"
             raise ValueError(f"the {trained} have no parameters to train")
         self.optimizer = self.optimization.optimizer(groups, **self.optimizer_options)
+        self.engine_parameters = sum(1 for _ in self.engine.parameters())
         if self.precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(_device_of(groups).type)
         broadcast_(self._state_tensors())
@@ -135,12 +137,32 @@ class TrainingStep:
         )
         with checks, self._autocast():
             loss = self.forward(*args, **kwargs)
+        self._join_new_helpers()
         self.num_steps += 1
         surrogate, metrics = self._reduced(loss)
         if not math.isfinite(surrogate):
             raise NonFiniteLossError(self._non_finite_message(metrics))
         self._update(loss.surrogate)
         return metrics
+
+    def _join_new_helpers(self):
+        """Engine parameters built after :meth:`setup` (nvil's baseline for a site set first met later) join
+        the helper role's group; the optimizer's state of each starts at its first update."""
+        count = sum(1 for _ in self.engine.parameters())
+        if self.engine.fits_own_helpers or count == self.engine_parameters:
+            return
+        self.engine_parameters = count
+        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        new = [p for p in self.engine.parameters() if p.requires_grad and id(p) not in known]
+        if not new:
+            return
+        self.roles["helper"] = [*self.roles["helper"], *new]
+        helper = next((group for group in self.optimizer.param_groups if group["role"] == "helper"), None)
+        if helper is None:
+            rate = {"lr": self.learning_rates["helper"]} if "helper" in self.learning_rates else {}
+            self.optimizer.add_param_group({"params": new, "role": "helper", **rate})
+        else:
+            helper["params"].extend(new)
 
     def _forward(self, *args, **kwargs):
         return self.engine(self.model, self.guide, *args, **kwargs)
@@ -236,6 +258,7 @@ class TrainingStep:
             for name, value in state["param_store"].items():
                 self.store_params[name].copy_(value)
         self.engine.load_state_dict(state["engine"])
+        self._join_new_helpers()
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])

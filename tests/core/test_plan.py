@@ -1,10 +1,13 @@
 """The plan: a refusal is decided once, from the probe, and every entry path gives ``check``'s verdict."""
 
+import copy
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 
+import pplgen
 from pplgen import inference
 
 ROWS = 6
@@ -227,3 +230,48 @@ def test_check_leaves_the_engine_as_it_was():
     engine.prepare(model, guide, x)
     assert not engine.baseline.has_uninitialized_params()
     assert engine.plan is not None
+
+
+def labelled_model(x, y=None):
+    """A latent z for every row; the class y observed on labelled batches, drawn on the others."""
+    w = pyro.param("w", torch.zeros(3, 2))
+    with pyro.plate("data", len(x)):
+        label = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)), obs=y)
+        z = pyro.sample("z", dist.Normal(w[label], 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+
+def labelled_guide(x, y=None):
+    with pyro.plate("data", len(x)):
+        if y is None:
+            pyro.sample("y", dist.Categorical(logits=pyro.param("guide_logits", torch.zeros(3))))
+        pyro.sample("z", dist.Normal(pyro.param("z_loc", torch.zeros(2)) + x, 1.0).to_event(1))
+
+
+def alternating_steps(step, count, seed):
+    """``count`` steps alternating a labelled and an unlabelled batch of the same rows; their losses."""
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    pyro.set_rng_seed(seed)
+    return [step.step(x, labels)["loss"] if i % 2 == 0 else step.step(x)["loss"] for i in range(count)]
+
+
+def test_nvil_keeps_a_baseline_per_site_set_trains_each_and_resumes_them():
+    """The labelled batches' site set (z drawn, x and y observed) and the unlabelled one's (y and z drawn) get
+    a baseline and statistics each, both stepped by the loop's optimizer; a step object resumed from a
+    checkpoint of both continues as the uninterrupted one."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    step = pplgen.TrainingStep(labelled_model, labelled_guide, inference.get("nvil", baseline=(4,)), lr=0.05)
+    alternating_steps(step, 2, seed=1)
+    assert list(step.engine.other_site_sets) == ["2x2"]  # x only; y and z drawn
+    second = step.engine.other_site_sets["2x2"].baseline
+    before = [p.detach().clone() for p in second.parameters()]
+    state = copy.deepcopy(step.state_dict())
+    straight = alternating_steps(step, 4, seed=2)
+    assert all(not torch.equal(a, b) for a, b in zip(before, second.parameters()))
+
+    pyro.clear_param_store()
+    resumed = pplgen.TrainingStep(labelled_model, labelled_guide, inference.get("nvil", baseline=(4,)), lr=0.05)
+    resumed.setup(x, torch.tensor([0, 1, 2, 0, 1, 2]))
+    resumed.load_state_dict(state)
+    assert alternating_steps(resumed, 4, seed=2) == straight
