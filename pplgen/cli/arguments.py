@@ -75,7 +75,7 @@ def _add_fit(commands):
         ),
         formatter_class=_HelpFormatter,
     )
-    fit_parser.set_defaults(run=fit_command)
+    fit_parser.set_defaults(run=fit_command, default_of=fit_parser.get_default)
     fit_parser.add_argument("model", choices=sorted(families), metavar="MODEL", help=f"model family ({models_help})")
     _add_engine_arguments(fit_parser.add_argument_group("engine (each option names the engines that take it)"))
     _add_data_arguments(fit_parser.add_argument_group("data"))

@@ -15,6 +15,7 @@ from pplgen.cli.families import (
     ENGINE_OPTIONS,
     GAN_BETAS,
     GAN_LR,
+    IMAGE_ONLY_OPTIONS,
     MODEL_OPTIONS,
     MODELS,
     PERIODIC_AIS_STEPS,
@@ -195,30 +196,19 @@ def _fit_topics(args):
 
 def _refuse_image_options(args, also):
     """Refuse the options of the image families that ``args.model`` would ignore (and those in ``also``)."""
-    given = {
-        "--data": args.data != "mnist",
-        "--root": args.root is not None,
-        "--download": args.download,
-        "--binarize": args.binarize is not None,
-        "--split-train": args.split_train != "train",
-        "--split-test": args.split_test != "test",
-        "--accelerator": args.accelerator != "auto",
-        "--devices": args.devices != 1,
-        "--num-nodes": args.num_nodes != 1,
-        "--strategy": args.strategy != "auto",
-        "--precision": args.precision != "32-true",
-        "--compile": args.compile,
-        "--resume": args.resume,
-        "--eval-every": args.eval_every != 1,
-        "--eval-limit": args.eval_limit != 1000,
-        "--batch-size": "--batch-size" in also and args.batch_size != 100,
-        "--eval-samples": "--eval-samples" in also and args.eval_samples != 1000,
-    }
-    ignored = [flag for flag, present in given.items() if present]
+    ignored = [
+        flag
+        for flag in (*IMAGE_ONLY_OPTIONS, *also)
+        if getattr(args, _dest(flag)) != args.default_of(_dest(flag))  # the parser's own default
+    ]
     if ignored:
         raise ValueError(
             f"'{args.model}' does not take {', '.join(ignored)}: it reads its own data and runs on the CPU"
         )
+
+
+def _dest(flag):
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _learning_rate(args, default):
@@ -246,7 +236,15 @@ def _bayesian_summary(name, record, out):
 
 def _config(args, **resolved):
     """The run's configuration: the options as given, then ``resolved`` (model and engine options as built)."""
-    skipped = {"run", "command", "progress", "engine_option", *ENGINE_OPTIONS.values(), *MODEL_OPTIONS.values()}
+    skipped = {
+        "run",
+        "default_of",
+        "command",
+        "progress",
+        "engine_option",
+        *ENGINE_OPTIONS.values(),
+        *MODEL_OPTIONS.values(),
+    }
     given = {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()}
     return {**{name: value for name, value in given.items() if name not in skipped}, **resolved}
 

@@ -19,6 +19,24 @@ PERIODIC_EVAL_SAMPLES = 100
 PERIODIC_AIS_STEPS = 100
 #: The values of ``--binarize`` and what :func:`pplgen.data.load` receives for each.
 BINARIZE = {"threshold": "threshold", "stochastic": "stochastic", "none": None}
+#: Options of the image families that the Bayesian models, which read their own data on the CPU, refuse.
+IMAGE_ONLY_OPTIONS = (
+    "--data",
+    "--root",
+    "--download",
+    "--binarize",
+    "--split-train",
+    "--split-test",
+    "--accelerator",
+    "--devices",
+    "--num-nodes",
+    "--strategy",
+    "--precision",
+    "--compile",
+    "--resume",
+    "--eval-every",
+    "--eval-limit",
+)
 #: Command-line option -> engine constructor argument (also its argparse ``dest``).
 ENGINE_OPTIONS = {
     "--particles": "num_particles",

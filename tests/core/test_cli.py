@@ -160,6 +160,21 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "options, refused",
+    [
+        (["--devices", "2", "--precision", "bf16-mixed"], "--devices, --precision"),
+        (["--data", "mnist", "--batch-size", "50"], "--batch-size"),
+        (["--eval-samples", "10", "--num-nodes", "2"], "--num-nodes, --eval-samples"),
+    ],
+    ids=["devices-precision", "batch-size", "nodes-eval-samples"],
+)
+def test_a_bayesian_model_names_the_image_options_it_would_ignore(options, refused, tmp_path, capsys):
+    """Any value other than the parser's default is refused, a default given explicitly (--data mnist) is not."""
+    assert main(["fit", "eight-schools", "--steps", "2", *options, "--out", str(tmp_path)]) == 2
+    assert f"'eight-schools' does not take {refused}: it reads its own data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "options, message",
     [
         (["--engine", "nope"], "invalid choice: 'nope'"),
