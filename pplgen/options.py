@@ -165,9 +165,13 @@ def as_options(group, value, name, shorthand=()):
         return group(**value)
     if shorthand and isinstance(value, shorthand):
         return group(value)
-    accepted = [f"a {group.__name__}", "a dict of its options", *(f"a {t.__name__}" for t in shorthand)]
+    accepted = [_with_article(group.__name__), "a dict of its options", *(_with_article(t.__name__) for t in shorthand)]
     listed = ", ".join(accepted[:-1]) + f" or {accepted[-1]}"
     raise TypeError(f"{name} must be {listed}, got {type(value).__name__}")
+
+
+def _with_article(noun):
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def learning_rates(lr):
