@@ -31,8 +31,13 @@ vimco) and avb's per-datum contrast need log-weights that factorize over the
 data rows; :func:`pplgen.fit` refuses them, by name, for programs with
 latents outside the data plates.
 
-Outside a multi-process run every collective here is the identity, so
-engines call them unconditionally.
+pplgen takes part in a process group only when data parallelism is on
+(:func:`data_parallel`): :func:`pplgen.fit` turns it on when it runs several
+processes, and a training loop of one's own (``TrainingStep`` under
+``torchrun``) turns it on after ``torch.distributed.init_process_group``. A
+process group set up for other reasons is left alone. Outside data
+parallelism every collective here is the identity, so engines call them
+unconditionally.
 """
 
 import pyro
@@ -41,15 +46,28 @@ import torch.distributed as dist
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
+_DATA_PARALLEL = {"on": False}
+
+
+def data_parallel(on=True):
+    """Make pplgen's steps, engines, evaluations and checkpoints work together over the initialized process
+    group (or, with ``on=False``, on this process alone); :func:`pplgen.fit` calls it for the processes it
+    runs."""
+    _DATA_PARALLEL["on"] = bool(on)
+
+
+def _in_group():
+    return _DATA_PARALLEL["on"] and dist.is_available() and dist.is_initialized()
+
 
 def world_size():
-    """How many processes train together (1 outside a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """How many processes train together: the process group's size under :func:`data_parallel`, else 1."""
+    return dist.get_world_size() if _in_group() else 1
 
 
 def rank():
-    """This process's rank (0 outside a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank under :func:`data_parallel`, else 0."""
+    return dist.get_rank() if _in_group() else 0
 
 
 def all_reduce_sum_(tensor):

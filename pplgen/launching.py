@@ -12,7 +12,7 @@ import os
 import torch
 
 from pplgen import inference
-from pplgen.distributed import data_plates, world_size
+from pplgen.distributed import data_parallel, data_plates, world_size
 
 
 def check_parallel(engine, probe, model, batch):
@@ -53,6 +53,7 @@ def launch(execution):
             f"strategy={execution.strategy!r} cannot run here: {message}"
         ) from None
     fabric.launch()
+    data_parallel(fabric.world_size > 1)
     if fabric.device.type == "cpu" and fabric.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
     return fabric
