@@ -24,6 +24,15 @@ the signal is
   l_s^local − C_ψ(x)_s (buffers, momentum ``decay``), so the signal is
   centred and its scale kept near 1. Both are frozen in ``eval()`` mode.
 
+A guide site may bring its own baseline, as Pyro's ``TraceGraph_ELBO`` reads
+it from ``infer={"baseline": {...}}``: ``nn_baseline`` (a module, applied to
+``nn_baseline_input``, its parameters trained by the same squared error),
+``baseline_value`` (a tensor whose graph reaches the user's baseline
+parameters), and ``use_decaying_avg_baseline`` with ``baseline_beta`` (a
+running average of the site's cost, a buffer of this engine). They are in
+Pyro's units, the cost −l_s, and replace C_ψ(x)_s for that site; the running
+statistics still centre and scale the signal when ``normalize``.
+
 None of these changes the expected direction of ∇φ: the baseline and c_s
 do not depend on z, and the division rescales it by a positive constant.
 With ``baseline=None, normalize=False, local_signals=False`` the engine is
@@ -85,6 +94,8 @@ class NVIL(ParticleEngine):
         self.moments = RunningMoments(decay) if normalize else None
         #: The baselines and statistics of site sets met after the plan's, by ``"<features>x<sites>"``.
         self.other_site_sets = nn.ModuleDict()
+        #: The running average cost of each guide site asking for ``use_decaying_avg_baseline``, by site name.
+        self.site_averages = nn.ModuleDict()
         self.local_signals = bool(local_signals)
         self.decay = float(decay)
         self._downstream = None
@@ -135,10 +146,37 @@ class NVIL(ParticleEngine):
             baseline = network(features, signals.shape[0]).movedim(-1, 0).unsqueeze(1)
         else:
             baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
+        own = self._own_baselines(particles, signals)
+        if own:
+            rows = list(baseline.expand_as(signals).unbind(0))
+            for index, value in own.items():
+                rows[index] = value.expand_as(signals[index])
+            baseline = torch.stack(rows)
         residual = signals - baseline.detach()
         mean, std = moments(residual) if moments is not None else (0.0, 1.0)
         baseline_loss = (signals - mean - baseline).pow(2).sum() / particles.num_particles
         return (residual - mean) / std, baseline_loss
+
+    def _own_baselines(self, particles, signals):
+        """``{row of signals: baseline}`` for the guide sites that bring their own (Pyro's
+        ``infer={"baseline": ...}``), in learning-signal units: the negative of Pyro's baseline of the cost."""
+        own = {}
+        for index, site in enumerate(particles.sites(particles.guide_trace, observed=False)):
+            options = baseline_options(site)
+            if options is None:
+                continue
+            cost_baseline = torch.zeros((), dtype=signals.dtype, device=signals.device)
+            if options["use_decaying_avg_baseline"]:
+                key = _module_key(site["name"])
+                if key not in self.site_averages:
+                    self.site_averages[key] = DecayingAverage().to(signals.device)
+                cost_baseline = cost_baseline + self.site_averages[key](-signals[index], options["baseline_beta"])
+            if options["nn_baseline"] is not None:
+                cost_baseline = cost_baseline + options["nn_baseline"](options["nn_baseline_input"].detach())
+            elif options["baseline_value"] is not None:
+                cost_baseline = cost_baseline + options["baseline_value"]
+            own[index] = -_shaped_like(cost_baseline, signals[index], site["name"])
+        return own
 
     def _helpers_for(self, features, signals):
         """The baseline and statistics of this site set: the plan's, or those built (and, with several processes,
@@ -174,6 +212,10 @@ class NVIL(ParticleEngine):
                 key = name.split(".")[1]
                 if key not in self.other_site_sets:
                     self._new_site_set(key)
+            if name.startswith("site_averages."):
+                key = name.split(".")[1]
+                if key not in self.site_averages:
+                    self.site_averages[key] = DecayingAverage()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def needs_vectorized_particles(self):
@@ -206,6 +248,79 @@ class NVIL(ParticleEngine):
             "local_signals": self.local_signals,
             "decay": self.decay,
         }
+
+
+#: Pyro's baseline options of a guide site (``TraceGraph_ELBO``'s names and defaults).
+BASELINE_OPTIONS = {
+    "nn_baseline": None,
+    "nn_baseline_input": None,
+    "use_decaying_avg_baseline": False,
+    "baseline_beta": 0.90,
+    "baseline_value": None,
+}
+
+
+def baseline_options(site):
+    """The site's ``infer["baseline"]`` with Pyro's defaults filled in, or None when it asks for none; an
+    unknown option or an incomplete one is refused by name."""
+    given = site["infer"].get("baseline")
+    if not given:
+        return None
+    unknown = sorted(set(given) - set(BASELINE_OPTIONS))
+    if unknown:
+        raise UnsupportedModelError(
+            f"guide site '{site['name']}' asks for baseline option {unknown[0]!r}, which Pyro does not define; "
+            f"its options are {sorted(BASELINE_OPTIONS)}"
+        )
+    options = {**BASELINE_OPTIONS, **given}
+    if options["nn_baseline"] is not None and options["baseline_value"] is not None:
+        raise UnsupportedModelError(
+            f"guide site '{site['name']}' gives both nn_baseline and baseline_value; give one (as in Pyro)"
+        )
+    if options["nn_baseline"] is not None and options["nn_baseline_input"] is None:
+        raise UnsupportedModelError(
+            f"guide site '{site['name']}' gives nn_baseline without nn_baseline_input, the tensor it is applied to"
+        )
+    return options
+
+
+def _shaped_like(baseline, signal, name):
+    """A site's baseline, which must broadcast to its signal ``(K, *factor_sizes)`` without changing its shape."""
+    try:
+        shape = torch.broadcast_shapes(baseline.shape, signal.shape)
+    except RuntimeError:
+        shape = None
+    if shape != signal.shape:
+        raise UnsupportedModelError(
+            f"guide site '{name}': its baseline has shape {tuple(baseline.shape)}, which does not broadcast to the "
+            f"site's learning signal, one per particle and datum, {tuple(signal.shape)} (the data plates' sizes "
+            f"{tuple(signal.shape[1:])})"
+        )
+    return baseline
+
+
+def _module_key(name):
+    """A site name as a module key (which cannot hold dots)."""
+    return name.replace(".", "__")
+
+
+class DecayingAverage(nn.Module):
+    """Pyro's ``use_decaying_avg_baseline``: a running average of a site's cost, ``avg ← β avg + (1 − β) cost``,
+    here of its mean over particles and data (over all ranks), returned before each update (0 at first) and
+    frozen in ``eval()`` mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("value", torch.zeros(()))
+
+    def forward(self, cost, beta):
+        previous = self.value.clone()
+        if self.training:
+            with torch.no_grad():
+                count = all_reduce_sum_(cost.new_tensor(float(cost.numel())))
+                mean = all_reduce_sum_(cost.detach().sum()) / count
+                self.value.mul_(beta).add_((1 - beta) * mean.to(self.value.dtype))
+        return previous.to(cost.dtype)
 
 
 class SiteSetHelpers(nn.Module):
