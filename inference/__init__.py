@@ -50,6 +50,11 @@ def per_site_engines() -> list[str]:
     return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.needs_common_scale]
 
 
+def enumerating_engines() -> list[str]:
+    """Names of the registered engines that sum the model's enumerated sites out of log p(x, z)."""
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and engine.sums_out_enumerated]
+
+
 def pathwise_engines() -> list[str]:
     """Names of the registered engines that differentiate through the draws of guides with densities."""
     return [
@@ -85,6 +90,7 @@ __all__ = [
     "VIMCO",
     "WakeSleep",
     "engines_without_dreams",
+    "enumerating_engines",
     "get",
     "guided_engines",
     "implicit_guide_engines",

@@ -130,6 +130,7 @@ class AVB(ParticleEngine):
     mean_metrics = ("discriminator_accuracy",)
     requires_rsample = True
     implicit_guides = True
+    sums_out_enumerated = False
     needs_common_scale = True
     fits_own_helpers = True
 

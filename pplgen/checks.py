@@ -67,6 +67,13 @@ def _check_names(probe):
                 "Remove it from the guide."
             )
     for name, site in model_latents.items():
+        if name not in guide_sites and site["infer"].get("enumerate") == "sequential":
+            raise UnsupportedModelError(
+                f"model site '{name}' asks for sequential enumeration, which pplgen does not sum out (one run "
+                "per value); ask for infer={'enumerate': 'parallel'}, or train with Pyro's TraceEnum_ELBO."
+            )
+        if name in probe.enumerated:
+            continue
         if name not in guide_sites:
             raise ValueError(
                 f"model site '{name}' is latent but the guide has no site of that name: "
@@ -82,10 +89,16 @@ def _check_names(probe):
 
 
 def _check_with_pyro(probe):
-    """Pyro's own checks of the pair (``check_model_guide_match``, ``check_site_shape``), warnings as errors."""
+    """Pyro's own checks of the pair (``check_model_guide_match``, ``check_site_shape``), warnings as errors;
+    the model's sites to sum out are left out of the match, as Pyro leaves out its enumerated sites."""
+    model_trace = probe.model_trace
+    if probe.enumerated:
+        model_trace = model_trace.copy()
+        for name in probe.enumerated:
+            model_trace.remove_node(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_model_guide_match(probe.model_trace, probe.guide_trace, probe.max_plate_nesting)
+        check_model_guide_match(model_trace, probe.guide_trace, probe.max_plate_nesting)
         check_if_enumerated(probe.guide_trace)
     for warning in caught:
         if issubclass(warning.category, UserWarning) or issubclass(warning.category, RuntimeWarning):
@@ -102,19 +115,37 @@ def _log_prob_shaped(site):
     return site_log_prob(site)
 
 
-def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None):
+def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None, enumerated=False):
     """Whether the programs run on particles drawn at once (True) or only one run at a time (False), tried on
     two particles without gradients, leaving the RNG untouched (see :func:`draw_particles`)."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
         _, vectorized = draw_particles(
-            model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized, num_particles=2
+            model,
+            guide,
+            args,
+            kwargs,
+            engine_name,
+            plate_nesting,
+            needs_vectorized,
+            num_particles=2,
+            enumerated=enumerated,
         )
     return vectorized
 
 
 def draw_particles(
-    model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None, *, num_particles, drawing=PATHWISE
+    model,
+    guide,
+    args,
+    kwargs,
+    engine_name,
+    plate_nesting,
+    needs_vectorized=None,
+    *,
+    num_particles,
+    drawing=PATHWISE,
+    enumerated=False,
 ):
     """``(particles, vectorized)``: K particles drawn at once when the programs broadcast over a particle plate,
     else one run each, with every site's log-density checked for its shape.
@@ -126,6 +157,7 @@ def draw_particles(
     its particles here, so it gives the verdict :func:`check_particles` gives.
     """
     options = {"num_particles": num_particles, "max_plate_nesting": plate_nesting, "drawing": drawing}
+    options["enumerated"] = enumerated
     try:
         return _scored(sample_particles(model, guide, args, kwargs, vectorized=True, **options)), True
     except (ValueError, RuntimeError, IndexError) as error:
@@ -251,6 +283,17 @@ def check_observes(probe, user):
     """The model observes data at one site at least; ``user`` names what needs the data."""
     if not any(is_observation(site) for site in probe.sites(probe.model_trace, observed=True)):
         raise UnsupportedModelError(f"the model observes no site (no obs=), and {user}.")
+
+
+def check_enumeration(probe, engine_name, reason):
+    """Refuse a model with sites to sum out (:mod:`pplgen.enumeration`), saying ``reason`` and naming the
+    engines that sum them out."""
+    others = " or ".join(registry().enumerating_engines())
+    raise UnsupportedModelError(
+        f"model site '{probe.enumerated[0]}' asks to be enumerated (infer={{'enumerate': 'parallel'}}) and the "
+        f"guide does not draw it, but {engine_name} cannot sum it out: {reason}; use {others}, which sum it out "
+        "of log p(x, z), or draw the site in the guide."
+    )
 
 
 def check_has_latents(probe, engine_name):

@@ -55,6 +55,7 @@ import torch
 from pplgen.checks import (
     UnsupportedModelError,
     check_common_scale,
+    check_enumeration,
     check_explicit_guide,
     check_particles,
     check_reparameterizable,
@@ -195,6 +196,8 @@ class ParticleEngine(Engine):
     implicit_guides: ClassVar[bool] = False
     #: Whether the engine weighs all sites of a datum together (importance weights), so they need one scale.
     needs_common_scale: ClassVar[bool] = False
+    #: Whether the engine reads log p(x, z) with the model's enumerated sites summed out (:mod:`pplgen.enumeration`).
+    sums_out_enumerated: ClassVar[bool] = True
 
     def __init__(self, num_particles, max_plate_nesting=None):
         super().__init__()
@@ -211,7 +214,7 @@ class ParticleEngine(Engine):
         plan = self.plan_for(model, guide, args, kwargs)
         num_particles = num_particles or self.num_particles
         if num_particles > 1 and plan.vectorized is None:
-            options = {"num_particles": num_particles, "drawing": drawing}
+            options = {"num_particles": num_particles, "drawing": drawing, "enumerated": bool(plan.enumerated)}
             particles, plan.vectorized = draw_particles(
                 model,
                 guide,
@@ -232,6 +235,7 @@ class ParticleEngine(Engine):
                 max_plate_nesting=plan.max_plate_nesting,
                 drawing=drawing,
                 vectorized=plan.vectorized is not False,
+                enumerated=bool(plan.enumerated),
             )
         self.check_structure(site_structure(particles), model, guide, args, kwargs)
         return particles
@@ -252,13 +256,23 @@ class ParticleEngine(Engine):
             check_scored_guide(probe, self.name)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
+        if probe.enumerated and not self.sums_out_enumerated:
+            check_enumeration(probe, self.name, "its estimator needs every latent drawn")
         return probe
 
     def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
-        """Two particles at once (or one run each), when the engine draws several."""
-        if self.num_particles > 1:
+        """Two particles at once (or one run each), when the engine draws several or the model has sites
+        to sum out (:mod:`pplgen.enumeration`)."""
+        if self.num_particles > 1 or probe.enumerated:
             probe.vectorized = check_particles(
-                model, guide, args, kwargs, self.name, probe.max_plate_nesting, self.needs_vectorized_particles()
+                model,
+                guide,
+                args,
+                kwargs,
+                self.name,
+                probe.max_plate_nesting,
+                self.needs_vectorized_particles(),
+                enumerated=bool(probe.enumerated),
             )
 
     def needs_vectorized_particles(self):

@@ -142,7 +142,14 @@ class _Scorer:
         nesting = self.plan.max_plate_nesting
         if self.plan.vectorized is None and num_particles > 1:
             particles, self.plan.vectorized = draw_particles(
-                self.model, self.guide, (batch,), {}, "importance sampling", nesting, num_particles=num_particles
+                self.model,
+                self.guide,
+                (batch,),
+                {},
+                "importance sampling",
+                nesting,
+                num_particles=num_particles,
+                enumerated=bool(self.plan.enumerated),
             )
         else:
             particles = sample_particles(
@@ -153,6 +160,7 @@ class _Scorer:
                 num_particles=num_particles,
                 max_plate_nesting=nesting,
                 vectorized=self.plan.vectorized is not False,
+                enumerated=bool(self.plan.enumerated),
             )
         if len(particles.factor_dims) != 1:
             raise ValueError(

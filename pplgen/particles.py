@@ -92,10 +92,18 @@ def site_batch_shape(site):
 def site_structure(particles):
     """The pair's site set: ``(guide sites, model latents, model observations)`` by name. A program whose
     data change its sites (a label observed in one batch, drawn in the next) has one structure per kind."""
+    model = [site for site in particles.sites(particles.model_trace) if not _summed_out(site)]
     return (
         frozenset(site["name"] for site in particles.sites(particles.guide_trace)),
-        frozenset(site["name"] for site in particles.sites(particles.model_trace, observed=False)),
-        frozenset(site["name"] for site in particles.sites(particles.model_trace, observed=True)),
+        frozenset(site["name"] for site in model if not site["is_observed"]),
+        frozenset(site["name"] for site in model if site["is_observed"]),
+    )
+
+
+def _summed_out(site):
+    """A site enumeration sums out of the particles (drawn by the probe), or the factor that holds the sum."""
+    return site["infer"].get("summed_out", False) or (
+        not site["is_observed"] and site["infer"].get("enumerate") == "parallel"
     )
 
 
@@ -144,34 +152,57 @@ def plate_nesting(*traces):
 
 
 def sample_particles(
-    model, guide, args, kwargs, *, num_particles, max_plate_nesting, drawing=PATHWISE, vectorized=True
+    model,
+    guide,
+    args,
+    kwargs,
+    *,
+    num_particles,
+    max_plate_nesting,
+    drawing=PATHWISE,
+    vectorized=True,
+    enumerated=False,
 ):
     """Run the guide and the model on K particles, vectorized or (``vectorized=False``) one run each.
 
     ``drawing`` (a :class:`~pplgen.sampling.Drawing`) says how gradients may flow through the guide's
     draws; runs one at a time keep only what a ``stackable`` drawing promises (see :mod:`pplgen.stacked`).
+    With ``enumerated`` the model's enumerated sites are summed out of each particle (:mod:`pplgen.enumeration`).
     """
     if not isinstance(drawing, Drawing):
         raise TypeError(f"drawing must be a pplgen.sampling.Drawing, got {drawing!r}")
     if not vectorized and num_particles > 1:
-        return _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing)
+        return _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing, enumerated)
     particle_dim = -max_plate_nesting - 1
     # One particle needs no plate: its log-densities get the particle dim in ``reduce``.
     particle_plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim) if num_particles > 1 else nullcontext()
     with particle_plate:
         with drawing.around_guide():
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replayed = drawing.for_model(guide_trace)
-        model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
+        replayed = poutine.replay(model, trace=drawing.for_model(guide_trace))
+        if enumerated:
+            from pplgen.enumeration import enumerate_model, sum_out  # which reads this module's site helpers
+
+            replayed = enumerate_model(replayed, particle_dim)
+        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+        if enumerated:
+            model_trace = sum_out(model_trace)
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 
-def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing):
+def _stacked_particles(model, guide, args, kwargs, num_particles, max_plate_nesting, drawing, enumerated):
     if not drawing.stackable:
         raise ValueError(f"particles drawn one run at a time cannot keep the drawing {drawing!r}")
     runs = [
         sample_particles(
-            model, guide, args, kwargs, num_particles=1, max_plate_nesting=max_plate_nesting, drawing=drawing
+            model,
+            guide,
+            args,
+            kwargs,
+            num_particles=1,
+            max_plate_nesting=max_plate_nesting,
+            drawing=drawing,
+            enumerated=enumerated,
         )
         for _ in range(num_particles)
     ]

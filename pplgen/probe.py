@@ -34,6 +34,7 @@ from pyro import poutine
 
 from pplgen.checks import check_pair
 from pplgen.dependencies import downstream_sites, prior_parents
+from pplgen.enumeration import enumerated_sites
 from pplgen.particles import (
     PARTICLE_PLATE,
     Particles,
@@ -67,7 +68,8 @@ class Probe:
     ``data_arguments`` which argument holds each observed site's data, for an
     engine that dreams in its place (:mod:`pplgen.dreams`), once found;
     ``stepped`` whether an engine's step has run on the plan (its first step
-    tries what :meth:`~pplgen.engine.Engine.rehearse` tries).
+    tries what :meth:`~pplgen.engine.Engine.rehearse` tries); ``enumerated``
+    the model sites summed out of every particle (:mod:`pplgen.enumeration`).
     """
 
     particles: Particles
@@ -77,6 +79,7 @@ class Probe:
     vectorized: bool | None = None
     data_arguments: dict | None = None
     stepped: bool = False
+    enumerated: tuple = ()
 
     @property
     def structure(self):
@@ -177,7 +180,9 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None, check=True
         nesting = max_plate_nesting
     particles = Particles(guide_trace, model_trace, 1, -nesting - 1, shared_plate_dims(guide_trace, model_trace))
     store_params = {name: site["value"].unconstrained() for name, site in params.trace.nodes.items()}
-    probe = Probe(particles, dict(cut.pathwise), store_params, nesting)
+    probe = Probe(
+        particles, dict(cut.pathwise), store_params, nesting, enumerated=enumerated_sites(model_trace, guide_trace)
+    )
     if check:
         check_pair(probe)
     return probe

@@ -1,0 +1,138 @@
+"""Model sites summed out inside every particle (:mod:`pplgen.enumeration`): a Gaussian mixture whose
+assignment the model enumerates, held to Pyro's ``TraceEnum_ELBO`` and to bounds computed by hand."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+import pplgen
+from pplgen.inference import get
+from pplgen.particles import log_weights
+
+WEIGHTS = torch.tensor([0.3, 0.7])
+x = torch.tensor([0.1, -1.3, 2.2, 1.0, 0.4])
+
+
+def mixture(x):
+    """A shared shift of two components, each datum's component enumerated."""
+    shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+    locs = pyro.param("locs", torch.tensor([-1.0, 1.5]))
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Categorical(WEIGHTS), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(locs[c] + shift, 1.0), obs=x)
+
+
+def shift_guide(x):
+    pyro.sample("shift", dist.Normal(pyro.param("q", torch.tensor(0.2)), 0.5))
+
+
+def marginal_log_joint(shift):
+    """log p(x, shift) with every assignment summed out, by hand, for each shift."""
+    locs = pyro.param("locs").detach()
+    components = torch.log(WEIGHTS) + dist.Normal(locs + shift[:, None, None], 1.0).log_prob(x[:, None])
+    return dist.Normal(0.0, 1.0).log_prob(shift) + torch.logsumexp(components, -1).sum(-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_svi_gives_trace_enum_elbos_loss_and_gradients(seed):
+    """The same seed, the same draw of the shift: the loss and every gradient equal TraceEnum_ELBO's."""
+    results = []
+    for loss_of in (
+        lambda: get("svi")(mixture, shift_guide, x).surrogate,
+        lambda: TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(mixture, shift_guide, x),
+    ):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        loss = loss_of()
+        loss.backward()
+        results.append((loss.detach(), pyro.param("q").grad.clone(), pyro.param("locs").grad.clone()))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["iwae", "rws", "vimco"])
+def test_multi_sample_engines_weight_each_particle_by_the_marginal(name):
+    """Five particles of the shift: the model's log-weight of each is log p(x, shift_k) summed over every
+    assignment (by hand), and the K-sample bound is the log-mean-exp of the weights."""
+    pyro.clear_param_store()
+    engine = get(name, num_particles=5)
+    engine.prepare(mixture, shift_guide, x)
+    pyro.set_rng_seed(0)
+    particles = engine.particles(mixture, shift_guide, (x,), {})
+    shift = particles.guide_trace.nodes["shift"]["value"].reshape(-1)
+    weights = log_weights(particles)
+    torch.testing.assert_close(weights.model.reshape(-1), marginal_log_joint(shift), rtol=1e-5, atol=1e-5)
+    pyro.set_rng_seed(0)
+    bound = engine(mixture, shift_guide, x).metrics["bound"]
+    expected = torch.logsumexp(marginal_log_joint(shift) - dist.Normal(0.2, 0.5).log_prob(shift), 0) - math.log(5)
+    torch.testing.assert_close(bound, expected, rtol=1e-5, atol=1e-5)
+
+
+def no_latent_guide(x):
+    pass
+
+
+def fixed_mixture(x):
+    locs = pyro.param("locs", torch.tensor([-1.0, 1.5]))
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Categorical(WEIGHTS), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(locs[c], 1.0), obs=x)
+
+
+def exact_log_likelihood():
+    locs = pyro.param("locs").detach()
+    return torch.logsumexp(torch.log(WEIGHTS) + dist.Normal(locs, 1.0).log_prob(x[:, None]), -1)
+
+
+def test_with_nothing_left_to_draw_the_elbo_and_the_held_out_score_are_log_p_x():
+    pyro.clear_param_store()
+    loss = get("svi")(fixed_mixture, no_latent_guide, x).metrics["loss"]
+    torch.testing.assert_close(-loss, exact_log_likelihood().sum())
+    scores = pplgen.evaluate.log_likelihood(fixed_mixture, x, guide=no_latent_guide, num_samples=4)
+    torch.testing.assert_close(scores, exact_log_likelihood())
+
+
+def test_fit_trains_the_mixture_with_every_engine_that_sums_it_out():
+    """50 steps each (seed 0): the loss falls, and the locations move."""
+    for name in pplgen.inference.enumerating_engines():
+        pyro.clear_param_store()
+        result = pplgen.fit(mixture, name, x, guide=shift_guide, steps=50, optimization={"lr": 0.05})
+        assert sum(result.metric("loss")[-10:]) < sum(result.metric("loss")[:10]), name
+        assert not torch.equal(pyro.param("locs").detach(), torch.tensor([-1.0, 1.5])), name
+
+
+def global_assignment(x):
+    """One assignment for all rows, read inside the data plate: not summed out per element."""
+    c = pyro.sample("c", dist.Categorical(WEIGHTS), infer={"enumerate": "parallel"})
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(torch.tensor([-1.0, 1.5])[c], 1.0), obs=x)
+
+
+def sequential(x):
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Categorical(WEIGHTS), infer={"enumerate": "sequential"})
+        pyro.sample("x", dist.Normal(torch.tensor([-1.0, 1.5])[c], 1.0), obs=x)
+
+
+@pytest.mark.parametrize(
+    "engine, model, guide, message",
+    [
+        (get("avb"), mixture, shift_guide, "model site 'c' asks to be enumerated .* avb cannot sum it out"),
+        (
+            get("svi"),
+            global_assignment,
+            no_latent_guide,
+            "model site 'x' reads the enumerated site 'c' in other plates",
+        ),
+        (get("iwae"), sequential, no_latent_guide, "model site 'c' asks for sequential enumeration"),
+    ],
+    ids=["avb", "across-plates", "sequential"],
+)
+def test_what_is_not_summed_out_is_refused_in_check_by_name(engine, model, guide, message):
+    pyro.clear_param_store()
+    with pytest.raises(pplgen.UnsupportedModelError, match=message):
+        engine.check(model, guide, x)
