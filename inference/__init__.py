@@ -55,6 +55,11 @@ def enumerating_engines() -> list[str]:
     return [name for name, engine in ENGINES.items() if engine.needs_guide and engine.sums_out_enumerated]
 
 
+def guide_enumerating_engines() -> list[str]:
+    """Names of the registered engines that sum enumerated guide sites over their support."""
+    return [name for name, engine in ENGINES.items() if engine.needs_guide and engine.sums_out_guide_enumeration]
+
+
 def pathwise_engines() -> list[str]:
     """Names of the registered engines that differentiate through the draws of guides with densities."""
     return [
@@ -92,6 +97,7 @@ __all__ = [
     "engines_without_dreams",
     "enumerating_engines",
     "get",
+    "guide_enumerating_engines",
     "guided_engines",
     "implicit_guide_engines",
     "likelihood_engines",

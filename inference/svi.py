@@ -30,9 +30,10 @@ Example::
 Metrics: ``loss`` (−ELBO of the batch), ``elbo``.
 """
 
+from pyro.infer import TraceEnum_ELBO
 from torch.distributions import kl_divergence
 
-from pplgen.checks import check_independent_guide_sites
+from pplgen.checks import UnsupportedModelError, check_independent_guide_sites
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.particles import masked, site_log_prob
 
@@ -41,6 +42,7 @@ class SVI(ParticleEngine):
     name = "svi"
     metric_names = ("loss", "elbo")
     requires_rsample = True
+    sums_out_guide_enumeration = True
 
     def __init__(self, num_particles=1, *, analytic_kl=False, stl=False, max_plate_nesting=None):
         super().__init__(num_particles, max_plate_nesting)
@@ -53,10 +55,27 @@ class SVI(ParticleEngine):
         self.stl = bool(stl)
 
     def forward(self, model, guide, *args, **kwargs):
+        plan = self.plan_for(model, guide, args, kwargs)
+        if plan.guide_enumerated:
+            return self._trace_enum(model, guide, args, kwargs, plan)
         particles = self.particles(model, guide, args, kwargs)
+        if any(site["infer"].get("enumerate") for site in particles.sites(particles.guide_trace)):
+            return self._trace_enum(model, guide, args, kwargs, plan)  # a batch whose guide enumerates
         elbo = self.elbo(particles)
         loss = -elbo
         return Loss(loss, {"loss": loss.detach(), "elbo": elbo.detach()})
+
+    def _trace_enum(self, model, guide, args, kwargs, plan):
+        """With guide sites to enumerate, Pyro's ``TraceEnum_ELBO`` estimator itself: each enumerated guide
+        site summed over its support weighted by q (and the model's enumerated sites summed out), the rest
+        drawn, K particles at once."""
+        estimator = TraceEnum_ELBO(
+            num_particles=self.num_particles,
+            vectorize_particles=self.num_particles > 1,
+            max_plate_nesting=plan.max_plate_nesting,
+        )
+        loss = estimator.differentiable_loss(model, guide, *args, **kwargs)
+        return Loss(loss, {"loss": loss.detach(), "elbo": -loss.detach()})
 
     def elbo(self, particles):
         """Σ over sites of scaled log p − log q (or −KL), averaged over particles."""
@@ -85,6 +104,11 @@ class SVI(ParticleEngine):
 
     def refuse(self, model, guide, args, kwargs):
         probe = super().refuse(model, guide, args, kwargs)
+        if probe.guide_enumerated and (self.stl or self.analytic_kl):
+            raise UnsupportedModelError(
+                f"guide site '{probe.guide_enumerated[0]}' asks to be enumerated, which svi sums out with Pyro's "
+                f"TraceEnum_ELBO estimator, and that has no {'stl' if self.stl else 'analytic_kl'}; drop the option."
+            )
         if self.stl:
             check_independent_guide_sites(probe, self.name, "stl=True")
         return probe

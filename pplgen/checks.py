@@ -12,7 +12,7 @@ import warnings
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape
+from pyro.util import check_model_guide_match, check_site_shape
 
 from pplgen.distributions import is_implicit
 from pplgen.particles import (
@@ -50,13 +50,6 @@ def check_pair(probe):
 
 
 def _check_names(probe):
-    for site in probe.sites(probe.guide_trace):
-        if site["infer"].get("enumerate"):
-            raise UnsupportedModelError(
-                f"guide site '{site['name']}' asks to be enumerated (infer={{'enumerate': "
-                f"{site['infer']['enumerate']!r}}}), but pplgen's engines sample every guide site; drop the "
-                "option to sample it, or sum it out with Pyro's TraceEnum_ELBO."
-            )
     model_latents = {s["name"]: s for s in probe.sites(probe.model_trace, observed=False)}
     model_observed = {s["name"] for s in probe.sites(probe.model_trace, observed=True)}
     guide_sites = {s["name"]: s for s in probe.sites(probe.guide_trace)}
@@ -99,7 +92,6 @@ def _check_with_pyro(probe):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_model_guide_match(model_trace, probe.guide_trace, probe.max_plate_nesting)
-        check_if_enumerated(probe.guide_trace)
     for warning in caught:
         if issubclass(warning.category, UserWarning) or issubclass(warning.category, RuntimeWarning):
             raise ValueError(f"Pyro refuses this model/guide pair: {warning.message}")
@@ -192,9 +184,9 @@ def _described(error):
 
 
 def check_reparameterizable(probe, engine_name):
-    """Every guide site can be differentiated through (has ``rsample``)."""
+    """Every guide site can be differentiated through (has ``rsample``), but those summed over their support."""
     for site in probe.sites(probe.guide_trace):
-        if not site["fn"].has_rsample:
+        if not site["fn"].has_rsample and site["name"] not in probe.guide_enumerated:
             others = ", ".join(registry().score_function_engines())
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
@@ -293,6 +285,17 @@ def check_enumeration(probe, engine_name, reason):
         f"model site '{probe.enumerated[0]}' asks to be enumerated (infer={{'enumerate': 'parallel'}}) and the "
         f"guide does not draw it, but {engine_name} cannot sum it out: {reason}; use {others}, which sum it out "
         "of log p(x, z), or draw the site in the guide."
+    )
+
+
+def check_guide_enumeration(probe, engine_name):
+    """Refuse a guide site that asks to be enumerated, naming the engines that sum it out."""
+    name = probe.guide_enumerated[0]
+    others = " or ".join(registry().guide_enumerating_engines())
+    raise UnsupportedModelError(
+        f"guide site '{name}' asks to be enumerated (infer={{'enumerate': ...}}), but {engine_name} samples every "
+        f"guide site and would draw it silently; use {others}, which sums it out weighted by q as Pyro's "
+        "TraceEnum_ELBO does, or drop the option to sample it."
     )
 
 

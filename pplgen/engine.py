@@ -57,6 +57,7 @@ from pplgen.checks import (
     check_common_scale,
     check_enumeration,
     check_explicit_guide,
+    check_guide_enumeration,
     check_particles,
     check_reparameterizable,
     check_scored_guide,
@@ -91,6 +92,10 @@ class Engine(torch.nn.Module):
     needs_guide: ClassVar[bool] = True
     #: Metrics that are averages over the batch (the others are batch totals): averaged, not summed, over ranks.
     mean_metrics: ClassVar[tuple[str, ...]] = ()
+    #: Whether the engine reads log p(x, z) with the model's enumerated sites summed out (:mod:`pplgen.enumeration`).
+    sums_out_enumerated: ClassVar[bool] = False
+    #: Whether the engine sums guide sites that ask to be enumerated over their support, weighted by q.
+    sums_out_guide_enumeration: ClassVar[bool] = False
     #: The engine (with its default options) trains on dreams, data drawn from the model in place of the
     #: observed arguments (:mod:`pplgen.dreams`), so it refuses models that cannot be dreamed.
     dreams: ClassVar[bool] = False
@@ -196,8 +201,7 @@ class ParticleEngine(Engine):
     implicit_guides: ClassVar[bool] = False
     #: Whether the engine weighs all sites of a datum together (importance weights), so they need one scale.
     needs_common_scale: ClassVar[bool] = False
-    #: Whether the engine reads log p(x, z) with the model's enumerated sites summed out (:mod:`pplgen.enumeration`).
-    sums_out_enumerated: ClassVar[bool] = True
+    sums_out_enumerated = True
 
     def __init__(self, num_particles, max_plate_nesting=None):
         super().__init__()
@@ -248,6 +252,8 @@ class ParticleEngine(Engine):
             raise
         except ValueError as error:
             raise ValueError(f"{self.name}: {error}") from error
+        if probe.guide_enumerated and not self.sums_out_guide_enumeration:
+            check_guide_enumeration(probe, self.name)
         if not self.implicit_guides:
             check_explicit_guide(probe, self.name)
         if self.requires_rsample:

@@ -69,7 +69,8 @@ class Probe:
     engine that dreams in its place (:mod:`pplgen.dreams`), once found;
     ``stepped`` whether an engine's step has run on the plan (its first step
     tries what :meth:`~pplgen.engine.Engine.rehearse` tries); ``enumerated``
-    the model sites summed out of every particle (:mod:`pplgen.enumeration`).
+    the model sites summed out of every particle (:mod:`pplgen.enumeration`);
+    ``guide_enumerated`` the guide sites that ask to be enumerated.
     """
 
     particles: Particles
@@ -80,6 +81,7 @@ class Probe:
     data_arguments: dict | None = None
     stepped: bool = False
     enumerated: tuple = ()
+    guide_enumerated: tuple = ()
 
     @property
     def structure(self):
@@ -181,7 +183,12 @@ def probe_pair(model, guide, args, kwargs, *, max_plate_nesting=None, check=True
     particles = Particles(guide_trace, model_trace, 1, -nesting - 1, shared_plate_dims(guide_trace, model_trace))
     store_params = {name: site["value"].unconstrained() for name, site in params.trace.nodes.items()}
     probe = Probe(
-        particles, dict(cut.pathwise), store_params, nesting, enumerated=enumerated_sites(model_trace, guide_trace)
+        particles,
+        dict(cut.pathwise),
+        store_params,
+        nesting,
+        enumerated=enumerated_sites(model_trace, guide_trace),
+        guide_enumerated=tuple(s["name"] for s in particles.sites(guide_trace) if s["infer"].get("enumerate")),
     )
     if check:
         check_pair(probe)

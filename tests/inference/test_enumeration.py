@@ -136,3 +136,42 @@ def test_what_is_not_summed_out_is_refused_in_check_by_name(engine, model, guide
     pyro.clear_param_store()
     with pytest.raises(pplgen.UnsupportedModelError, match=message):
         engine.check(model, guide, x)
+
+
+def labelled_model(x, y=None):
+    locs = pyro.param("class_locs", torch.tensor([-1.0, 0.5, 2.0]))
+    with pyro.plate("data", len(x)):
+        label = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)), obs=y)
+        pyro.sample("x", dist.Normal(locs[label], 1.0), obs=x)
+
+
+def labelling_guide(x, y=None):
+    """The class drawn from q(y | x) where it is not observed, enumerated as Pyro's M2 example does."""
+    logits = pyro.param("guide_logits", torch.zeros(3))
+    if y is None:
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Categorical(logits=logits + 0.1 * x[:, None]), infer={"enumerate": "parallel"})
+
+
+def test_svi_sums_an_enumerated_guide_site_as_trace_enum_elbo_does_on_every_batch():
+    """An unlabelled batch after a labelled one: the loss and gradients are TraceEnum_ELBO's, exactly (the
+    class is summed over, nothing is drawn)."""
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    pyro.clear_param_store()
+    engine = get("svi")
+    engine(labelled_model, labelling_guide, x, labels)
+    ours = engine(labelled_model, labelling_guide, x).surrogate
+    ours.backward()
+    ours_grad = pyro.param("guide_logits").grad.clone()
+    pyro.param("guide_logits").grad = None
+    theirs = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(labelled_model, labelling_guide, x)
+    theirs.backward()
+    torch.testing.assert_close(ours.detach(), theirs.detach())
+    torch.testing.assert_close(ours_grad, pyro.param("guide_logits").grad)
+
+
+@pytest.mark.parametrize("name", [n for n in pplgen.inference.guided_engines() if n != "svi"])
+def test_every_other_engine_refuses_an_enumerated_guide_site_naming_svi(name):
+    pyro.clear_param_store()
+    with pytest.raises(pplgen.UnsupportedModelError, match="guide site 'y' asks to be enumerated.*use svi"):
+        get(name).check(labelled_model, labelling_guide, x)

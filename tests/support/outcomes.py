@@ -136,8 +136,15 @@ def configurations():
     return [(name, options) for name, row in ENGINES.items() for options in (row.options, *row.variants)]
 
 
+#: Programs Pyro's ``Trace_ELBO`` warns about that its ``TraceEnum_ELBO`` trains: an engine that sums enumerated
+#: guide sites out trains them.
+ENUMERATED_GUIDES = ("enumerated_guide_site",)
+
+
 def expected(program, engine):
     """``None`` when ``engine`` must train ``program``, else a fragment of its refusal."""
+    if program in ENUMERATED_GUIDES and REGISTERED[engine].sums_out_guide_enumeration:
+        return None
     if program in PYRO_REFUSED and runs_guide(engine):
         return PYRO_REFUSED[program]
     return next((r.fragment for r in ENGINES[engine].refusals if program in r.programs), None)
