@@ -3,29 +3,35 @@
 A model site annotated for enumeration (``infer={"enumerate": "parallel"}``,
 or ``@config_enumerate``) that the guide does not draw is enumerated over its
 support by Pyro's ``poutine.enum``, in dims left of the particle plate, and
-summed out of log p(x, z) at each particle. The site and every model site
-whose density reads it become one factor of the model trace:
+summed out of log p(x, z) at each particle. The enumerated sites and every
+model site whose density reads one become one factor of the model trace:
 
-    log Σ_e p(e) Π_s p(s | e, ...)        per particle and datum
+    log Σ_e Π_s p(s | e, ...)        per particle and per element of the data plates
 
-a ``dist.Unit`` site (as ``pyro.factor`` makes) named ``enumerated(c, x)``.
+contracted by Pyro's own ``pyro.ops.contract.contract_to_tensor`` (the
+contraction ``TraceEnum_ELBO`` and ``infer_discrete`` use), so an enumerated
+global read inside the data plate, nested plates and ``pyro.markov`` chains
+(hidden Markov models) are summed out as Pyro sums them. The factor is a
+``dist.Unit`` site (as ``pyro.factor`` makes) named ``enumerated(c, x)``.
 The sites it absorbs keep their values (the data stay observed) with a zero
 density, and the enumerated sites leave the trace. Every engine then reads the marginal where
 it read log p(x, z): svi's ELBO is ``TraceEnum_ELBO``'s, and iwae, rws and
 vimco weight their particles by it.
 
-The sum is taken per element of the sites' plates, so every site of the
-group must sit in the same plates, as a mixture's assignment per datum or a
-topic per word does. A site read across plates (an enumerated global, a
-``pyro.markov`` chain) is refused by name, as is sequential enumeration.
+The sites summed out together need one scale, as in ``TraceEnum_ELBO``;
+sequential enumeration is refused by name.
 """
+
+from collections import OrderedDict
 
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 
 from pplgen.checks import UnsupportedModelError
-from pplgen.particles import PARTICLE_PLATE, is_sample_site, site_log_prob, vectorized_plates
+from pplgen.particles import is_sample_site, site_log_prob
 
 
 def enumerated_sites(model_trace, guide_trace):
@@ -45,58 +51,56 @@ def enumerate_model(model, particle_dim):
     return poutine.enum(model, first_available_dim=particle_dim - 1)
 
 
-def sum_out(model_trace):
-    """The model trace with its enumerated sites summed out (see the module docs)."""
+def sum_out(model_trace, particle_dim, factor_dims):
+    """The model trace with its enumerated sites summed out (see the module docs), per particle and per
+    element of the plates at ``factor_dims``, by Pyro's tensor contraction (``pyro.ops.contract``)."""
     sites = [site for site in model_trace.nodes.values() if is_sample_site(site)]
     enumerated = [site for site in sites if _enumerate_dim(site) is not None]
     if not enumerated:
         return model_trace
-    dims = {_enumerate_dim(site) for site in enumerated}
-    readers = [site for site in sites if _enumerate_dim(site) is None and _reads(site_log_prob(site), dims)]
-    group = enumerated + readers
-    _check_group(group)
-    marginal = torch.logsumexp(sum(site_log_prob(site) for site in group), dim=sorted(dims))
-    dropped, masked = {site["name"] for site in enumerated}, {site["name"] for site in readers}
-    absorbed = dist.Unit(marginal.new_zeros(marginal.shape))  # a reader's density now lives in the factor
+    model_trace.symbolize_dims()
+    sum_dims = {site["infer"]["_dim_to_symbol"][_enumerate_dim(site)] for site in enumerated}
+    terms = {site["name"]: packed.pack(site_log_prob(site), site["infer"]["_dim_to_symbol"]) for site in sites}
+    group = [site for site in sites if sum_dims & set(terms[site["name"]]._pyro_dims)]
+    _check_scales(group)
+    tree = OrderedDict()
+    for site in group:
+        tree.setdefault(_ordinal(model_trace, site), []).append(terms[site["name"]])
+    frames = {frame for site in group for frame in site["cond_indep_stack"] if frame.vectorized}
+    kept = {frame for frame in frames if frame.dim == particle_dim or frame.dim in factor_dims}
+    target = frozenset(model_trace.plate_to_symbol[frame.name] for frame in kept)
+    marginal = packed.unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), model_trace.symbol_to_dim)
+    dropped, absorbed = {site["name"] for site in enumerated}, {site["name"] for site in group}
+    zero = dist.Unit(marginal.new_zeros(marginal.shape))  # an absorbed site's density now lives in the factor
     trace = poutine.Trace()
     for name, site in model_trace.nodes.items():
         if name not in dropped:
-            trace.add_node(name, **({**site, "fn": absorbed} if name in masked else site))
+            trace.add_node(name, **({**site, "fn": zero} if name in absorbed else site))
     name = f"enumerated({', '.join(site['name'] for site in group)})"
-    trace.add_node(name, **_factor_site(name, marginal, group[0]))
+    trace.add_node(name, **_factor_site(name, marginal, group[0], kept, sorted(absorbed)))
     return trace
+
+
+def _ordinal(trace, site):
+    """The symbols of the site's vectorized plates (the particle plate included), as Pyro's contraction
+    orders its terms."""
+    return frozenset(trace.plate_to_symbol[frame.name] for frame in site["cond_indep_stack"] if frame.vectorized)
 
 
 def _enumerate_dim(site):
     return site["infer"].get("_enumerate_dim")
 
 
-def _reads(log_prob, dims):
-    """Whether a log-density varies along any of the enumeration ``dims``."""
-    return any(log_prob.dim() >= -dim and log_prob.shape[dim] > 1 for dim in dims)
-
-
-def _check_group(group):
-    """Every site of the group sits in the enumerated site's plates and has its scale."""
+def _check_scales(group):
+    """Every site of the group has the enumerated site's scale, as the sum over its values needs."""
     first = group[0]
     for site in group[1:]:
-        if vectorized_plates(site) != vectorized_plates(first):
-            raise UnsupportedModelError(
-                f"model site '{site['name']}' reads the enumerated site '{first['name']}' in other plates "
-                f"({_plate_names(site)} against {_plate_names(first)}): pplgen sums an enumerated site out per "
-                "element of its plates, so every site that reads it must sit in the same plates (an enumerated "
-                "global or a pyro.markov chain is not summed out); draw the site in the guide, or train with "
-                "Pyro's TraceEnum_ELBO."
-            )
         if not _same_scale(site["scale"], first["scale"]):
             raise UnsupportedModelError(
-                f"model site '{site['name']}' reads the enumerated site '{first['name']}' but has another scale: "
-                "the sum over its values needs one scale, as in Pyro's TraceEnum_ELBO; scale them alike."
+                f"model site '{site['name']}' is summed out with the enumerated site '{first['name']}' but has "
+                "another scale: the sum over its values needs one scale, as in Pyro's TraceEnum_ELBO; scale them "
+                "alike."
             )
-
-
-def _plate_names(site):
-    return sorted(name for name, _ in vectorized_plates(site))
 
 
 def _same_scale(a, b):
@@ -105,8 +109,8 @@ def _same_scale(a, b):
     return a == b
 
 
-def _factor_site(name, marginal, like):
-    """A ``dist.Unit`` site holding ``marginal`` in the plates of ``like`` (as ``pyro.factor`` records one)."""
+def _factor_site(name, marginal, like, plates, absorbed):
+    """A ``dist.Unit`` site holding ``marginal`` in the kept ``plates`` (as ``pyro.factor`` records one)."""
     fn = dist.Unit(marginal)
     return {
         "type": "sample",
@@ -116,10 +120,10 @@ def _factor_site(name, marginal, like):
         "args": (),
         "kwargs": {},
         "value": fn.sample(),
-        "infer": {"is_auxiliary": True, "summed_out": True},
+        "infer": {"is_auxiliary": True, "summed_out": tuple(absorbed)},
         "scale": like["scale"],
         "mask": None,
-        "cond_indep_stack": tuple(f for f in like["cond_indep_stack"] if f.vectorized or f.name == PARTICLE_PLATE),
+        "cond_indep_stack": tuple(sorted(plates, key=lambda frame: frame.dim)),
         "done": True,
         "stop": False,
         "continuation": None,

@@ -186,7 +186,7 @@ def sample_particles(
             replayed = enumerate_model(replayed, particle_dim)
         model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
         if enumerated:
-            model_trace = sum_out(model_trace)
+            model_trace = sum_out(model_trace, particle_dim, shared_plate_dims(guide_trace, model_trace))
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 
