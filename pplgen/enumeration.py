@@ -29,6 +29,7 @@ import torch
 from pyro import poutine
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing
 
 from pplgen.checks import UnsupportedModelError
 from pplgen.particles import is_sample_site, site_log_prob
@@ -51,11 +52,12 @@ def enumerate_model(model, particle_dim):
     return poutine.enum(model, first_available_dim=particle_dim - 1)
 
 
-def sum_out(model_trace, particle_dim, factor_dims):
-    """The model trace with its enumerated sites summed out (see the module docs), per particle and per
-    element of the plates at ``factor_dims``, by Pyro's tensor contraction (``pyro.ops.contract``)."""
+def sum_out(model_trace, guide_trace, particle_dim, factor_dims):
+    """The model trace with its enumerated sites (those the guide does not draw) summed out (see the module
+    docs), per particle and per element of the plates at ``factor_dims``, by Pyro's tensor contraction
+    (``pyro.ops.contract``)."""
     sites = [site for site in model_trace.nodes.values() if is_sample_site(site)]
-    enumerated = [site for site in sites if _enumerate_dim(site) is not None]
+    enumerated = [s for s in sites if _enumerate_dim(s) is not None and s["name"] not in guide_trace.nodes]
     if not enumerated:
         return model_trace
     model_trace.symbolize_dims()
@@ -69,7 +71,11 @@ def sum_out(model_trace, particle_dim, factor_dims):
     frames = {frame for site in group for frame in site["cond_indep_stack"] if frame.vectorized}
     kept = {frame for frame in frames if frame.dim == particle_dim or frame.dim in factor_dims}
     target = frozenset(model_trace.plate_to_symbol[frame.name] for frame in kept)
-    marginal = packed.unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), model_trace.symbol_to_dim)
+    sizes = {model_trace.plate_to_symbol[frame.name]: frame.size for frame in frames}
+    for term in terms.values():
+        sizes.update(zip(term._pyro_dims, term.shape))
+    contracted = contract_to_tensor(tree, sum_dims, target_ordinal=target, ring=LogRing(dim_to_size=sizes))
+    marginal = packed.unpack(contracted, model_trace.symbol_to_dim)
     dropped, absorbed = {site["name"] for site in enumerated}, {site["name"] for site in group}
     zero = dist.Unit(marginal.new_zeros(marginal.shape))  # an absorbed site's density now lives in the factor
     trace = poutine.Trace()

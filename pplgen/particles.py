@@ -179,14 +179,15 @@ def sample_particles(
     with particle_plate:
         with drawing.around_guide():
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replayed = poutine.replay(model, trace=drawing.for_model(guide_trace))
         if enumerated:
             from pplgen.enumeration import enumerate_model, sum_out  # which reads this module's site helpers
 
-            replayed = enumerate_model(replayed, particle_dim)
+            model = enumerate_model(model, particle_dim)  # inside the replay, as TraceEnum_ELBO runs it
+        replayed = poutine.replay(model, trace=drawing.for_model(guide_trace))
         model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
         if enumerated:
-            model_trace = sum_out(model_trace, particle_dim, shared_plate_dims(guide_trace, model_trace))
+            factor_dims = shared_plate_dims(guide_trace, model_trace)
+            model_trace = sum_out(model_trace, guide_trace, particle_dim, factor_dims)
     return Particles(guide_trace, model_trace, num_particles, particle_dim, shared_plate_dims(guide_trace, model_trace))
 
 

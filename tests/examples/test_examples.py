@@ -12,7 +12,14 @@ import pplgen
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCRIPTS = ("sparse_gamma_def", "deep_markov_model", "semi_supervised_vae", "sigmoid_belief_net")
 #: Scripts of one user story each that train chosen engines, not every one; ``main`` returns ``{name: figure}``.
-STORIES = ("swap_engines_vae", "implicit_guide_avb", "eight_schools", "lda", "new_model_from_scratch")
+STORIES = (
+    "swap_engines_vae",
+    "implicit_guide_avb",
+    "eight_schools",
+    "lda",
+    "new_model_from_scratch",
+    "enumerated_mixture_and_hmm",
+)
 
 
 def load_example(name, monkeypatch):
