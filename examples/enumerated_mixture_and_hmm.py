@@ -25,7 +25,6 @@ Run: ``.venv/bin/python examples/enumerated_mixture_and_hmm.py`` (``--smoke`` fo
 import argparse
 import math
 import sys
-import tarfile
 
 import pyro
 import pyro.distributions as dist
@@ -33,7 +32,6 @@ import torch
 from pyro.distributions import constraints
 
 import pplgen
-from pplgen.data.files import _package_folder
 
 SMOKE = {"steps": 5, "eval_samples": 10}
 MIXTURE_ENGINES = ("svi", "iwae", "rws", "vimco", "wake_sleep")
@@ -41,12 +39,8 @@ HMM_ENGINES = ("svi", "iwae", "rws", "vimco")
 
 
 def faithful():
-    """The 272 eruptions as ``(duration, waiting)`` rows, in order, from the copy pydataset ships."""
-    archive = _package_folder("pydataset", "faithful is read from the data pydataset ships") / "resources.tar.gz"
-    with tarfile.open(archive) as tar:
-        lines = tar.extractfile("resources/rdata/csv/datasets/faithful.csv").read().decode().splitlines()
-    rows = [[float(v) for v in line.split(",")[1:]] for line in lines[1:]]
-    data = torch.tensor(rows)
+    """The eruptions, in order, standardized by the first 200 (``pplgen.data.faithful``)."""
+    data = pplgen.data.faithful()
     return (data - data[:200].mean(0)) / data[:200].std(0)
 
 

@@ -9,7 +9,7 @@ module                               holds
 :mod:`pplgen.data.images`            the image data sets: where their files are, how to read them
 :mod:`pplgen.data.files`             :func:`read_idx`, :func:`read_amat` (plain or gzip)
 :mod:`pplgen.data.downloads`         :func:`fetch`, :data:`DOWNLOADS`, :func:`cache_folder`
-:mod:`pplgen.data.hierarchical`      :func:`eight_schools`, :func:`sleepstudy`
+:mod:`pplgen.data.hierarchical`      :func:`eight_schools`, :func:`sleepstudy`, :func:`faithful`
 :mod:`pplgen.data.text`              :func:`lee_corpus`, :class:`Corpus`
 ===================================  ==========================================================
 
@@ -92,7 +92,7 @@ import torch
 
 from pplgen.data.downloads import DOWNLOAD_RETRIES, DOWNLOADS, Download, DownloadError, cache_folder, fetch
 from pplgen.data.files import read_amat, read_idx
-from pplgen.data.hierarchical import EightSchools, SleepStudy, eight_schools, sleepstudy
+from pplgen.data.hierarchical import EightSchools, SleepStudy, eight_schools, faithful, sleepstudy
 from pplgen.data.images import FASHION_MNIST_DEBIAN_ROOT, MNIST_SPLIT_SEED, SPLITS, _access, _source
 from pplgen.data.text import LEE_TEST_EVERY, Corpus, lee_corpus
 
@@ -113,6 +113,7 @@ __all__ = [
     "cache_folder",
     "dynamic_binarize",
     "eight_schools",
+    "faithful",
     "fetch",
     "lee_corpus",
     "load",

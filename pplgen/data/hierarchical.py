@@ -1,10 +1,10 @@
-"""Small grouped data sets for hierarchical models (:mod:`pplgen.models.hierarchical`).
-
-Both are fixed published tables, returned as frozen dataclasses of tensors:
+"""Small published tables: grouped data for hierarchical models (:mod:`pplgen.models.hierarchical`) and
+Old Faithful's eruptions, for mixtures and hidden Markov models.
 
 >>> from pplgen import data
 >>> schools = data.eight_schools()       # schools.y, schools.sigma: (8,)
 >>> study = data.sleepstudy()            # study.reaction, study.days, study.subject: (180,)
+>>> eruptions = data.faithful()          # (272, 2): duration (minutes), waiting time (minutes), in order
 """
 
 import csv
@@ -60,15 +60,8 @@ class SleepStudy:
 
 
 def sleepstudy(dtype=torch.float32):
-    """The 180 rows of lme4's ``sleepstudy``, read from the copy ``pydataset`` ships.
-
-    Its resource archive is read in place; pydataset is not imported, since
-    importing it unpacks every data set it has into the home folder.
-    """
-    archive = _package_folder("pydataset", "sleepstudy is read from the data pydataset ships") / "resources.tar.gz"
-    with tarfile.open(archive) as tar:
-        text = tar.extractfile("resources/rdata/csv/lme4/sleepstudy.csv").read().decode()
-    rows = list(csv.DictReader(io.StringIO(text)))
+    """The 180 rows of lme4's ``sleepstudy``, read from the copy ``pydataset`` ships."""
+    rows = _pydataset_rows("lme4/sleepstudy", "sleepstudy")
     subjects = tuple(sorted({row["Subject"] for row in rows}))
     index = {name: i for i, name in enumerate(subjects)}
     return SleepStudy(
@@ -77,3 +70,19 @@ def sleepstudy(dtype=torch.float32):
         subject=torch.tensor([index[row["Subject"]] for row in rows]),
         subjects=subjects,
     )
+
+
+def faithful(dtype=torch.float32):
+    """The 272 eruptions of Old Faithful (R's ``datasets::faithful``, read from the copy ``pydataset`` ships),
+    in recorded order: ``(272, 2)`` of eruption duration and waiting time to the next, in minutes."""
+    rows = _pydataset_rows("datasets/faithful", "faithful")
+    return torch.tensor([[float(row["eruptions"]), float(row["waiting"])] for row in rows], dtype=dtype)
+
+
+def _pydataset_rows(table, name):
+    """The rows of one table of pydataset's resource archive, read in place; pydataset is not imported, since
+    importing it unpacks every data set it has into the home folder."""
+    archive = _package_folder("pydataset", f"{name} is read from the data pydataset ships") / "resources.tar.gz"
+    with tarfile.open(archive) as tar:
+        text = tar.extractfile(f"resources/rdata/csv/{table}.csv").read().decode()
+    return list(csv.DictReader(io.StringIO(text)))

