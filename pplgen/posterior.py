@@ -9,8 +9,10 @@ them only in :mod:`pplgen.diagnostics`.
 
 from dataclasses import dataclass, field
 
+import pyro
 import torch
 from pyro import poutine
+from pyro.infer import infer_discrete
 
 from pplgen.checks import check_explicit_guide
 from pplgen.particles import (
@@ -43,7 +45,10 @@ class PosteriorDraws:
     ``posterior``: the latents; ``posterior_predictive``: a replicated data set
     per draw (of each observed site whose distribution can draw); ``log_likelihood``: log p(x_i | z) per observation and draw;
     ``observed_data``: the observations (no draw dim); ``log_weights``:
-    log p(x, z) − log q(z) per draw, shape ``(S,)``.
+    log p(x, z) − log q(z) per draw, shape ``(S,)``. A model's enumerated sites
+    (:mod:`pplgen.enumeration`) are summed out of the log-weights, and drawn in
+    ``posterior`` from their posterior given each guide draw (``infer_discrete``),
+    the observations then scored and replicated given them.
     """
 
     posterior: NamedDraws
@@ -64,9 +69,13 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
         probe, "a posterior summary with importance log-weights", "use pplgen.evaluate.ais for log p(x)"
     )
     nesting = probe.max_plate_nesting
-    particles = sample_particles(model, guide, args, kwargs, num_particles=num_samples, max_plate_nesting=nesting)
+    options = {"num_particles": num_samples, "max_plate_nesting": nesting, "enumerated": bool(probe.enumerated)}
+    particles = sample_particles(model, guide, args, kwargs, **options)
     draws = PosteriorDraws(NamedDraws(), NamedDraws(), NamedDraws(), NamedDraws(), _total_log_weights(particles))
-    for site in particles.sites(particles.model_trace):
+    model_trace = particles.model_trace
+    if probe.enumerated:
+        model_trace = _discrete_posterior(model, particles, args, kwargs)
+    for site in particles.sites(model_trace):
         value, dims = named_value(site, site["value"], nesting, draws=num_samples)
         if not site["is_observed"]:
             draws.posterior.add(site["name"], value, dims)
@@ -83,6 +92,20 @@ def posterior_draws(model, guide, args, kwargs=None, *, num_samples=1000):
         )
         draws.observed_data.add(site["name"], *named_value(site, site["value"], nesting, draws=None))
     return draws
+
+
+def _discrete_posterior(model, particles, args, kwargs):
+    """The model's trace at each guide draw with its enumerated sites drawn from their posterior given that
+    draw and the data (Pyro's ``infer_discrete``, temperature 1), so each draw's observations are scored given
+    its discrete sites."""
+    replayed = poutine.replay(model, trace=particles.guide_trace)
+
+    def at_each_draw(*args, **kwargs):
+        with pyro.plate(PARTICLE_PLATE, particles.num_particles, dim=particles.particle_dim):
+            return replayed(*args, **kwargs)
+
+    discrete = infer_discrete(at_each_draw, first_available_dim=particles.particle_dim - 1, temperature=1)
+    return poutine.trace(discrete).get_trace(*args, **kwargs)
 
 
 def named_value(site, value, nesting, *, draws, event=True):
