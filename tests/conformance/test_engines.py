@@ -15,12 +15,13 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from pyro.infer import TraceEnum_ELBO
 
 import pplgen
 from pplgen.inference import ENGINES as REGISTERED
 from pplgen.inference import get, per_site_engines, score_function_engines
 from pplgen.programs import owning_modules
-from tests.support.outcomes import ENGINES, PYRO_REFUSED, expected, markdown_table
+from tests.support.outcomes import ENGINES, ENUMERATED_GUIDES, ENUMERATED_MODELS, PYRO_REFUSED, expected, markdown_table
 from tests.support.programs import PROGRAMS
 
 CELLS = [(entry, engine) for entry in PROGRAMS for engine in ENGINES]
@@ -112,3 +113,21 @@ def test_the_readme_shows_this_table():
 def test_the_engines_named_in_refusals_are_the_registrys():
     assert per_site_engines() == ["svi", "wake_sleep", "nvil"]
     assert score_function_engines() == ["wake_sleep", "rws", "nvil", "vimco"]
+
+
+@pytest.mark.parametrize("name", ENUMERATED_MODELS + ENUMERATED_GUIDES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_svi_gives_trace_enum_elbos_loss_on_every_enumerated_program(name, seed):
+    """The same seed, the same draws: svi's loss on each enumerated shape of the catalogue is TraceEnum_ELBO's."""
+    entry = next(e for e in PROGRAMS if e.name == name)
+    model, guide, args, kwargs = entry.build()
+    nesting = get("svi").check(model, guide, *args, **kwargs).max_plate_nesting
+    losses = []
+    for loss_of in (
+        lambda: get("svi")(model, guide, *args, **kwargs).metrics["loss"],
+        lambda: TraceEnum_ELBO(max_plate_nesting=nesting).differentiable_loss(model, guide, *args, **kwargs).detach(),
+    ):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        losses.append(loss_of())
+    torch.testing.assert_close(*losses, rtol=1e-5, atol=1e-4)

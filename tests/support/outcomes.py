@@ -52,6 +52,7 @@ UNDREAMABLE = Refusal(
         "param_event_dim_in_plate",
         "markov_time_series",
         "plate_in_guide_only",
+        "enumerated_markov_chain",
     ),
     "cannot tell which model argument holds the data",
 )
@@ -77,7 +78,15 @@ UNREPARAMETERIZED_DATA = Refusal(
     ("vae_local_latents", "sparse_gamma_siblings", "ordered_logistic_obs"), "which has no rsample"
 )
 DISCRETE_MODEL = Refusal(
-    ("mixed_discrete_continuous", "gaussian_mixture", "sigmoid_belief_layer", "enumerated_guide_site"),
+    (
+        "mixed_discrete_continuous",
+        "gaussian_mixture",
+        "sigmoid_belief_layer",
+        "enumerated_guide_site",
+        "enumerated_mixture_in_model",
+        "enumerated_markov_chain",
+        "enumerated_topics_in_nested_plates",
+    ),
     "without rsample",
 )
 DENSITY_TERM = Refusal(("factor_in_model",), "is a pyro.factor")
@@ -128,6 +137,9 @@ PYRO_REFUSED = {
     "plate_dim_collision": "collide at dim",
     "param_plate_size_mismatch": "invalid shape of pyro.param",
     "factor_in_guide_without_has_rsample": "missing specification of has_rsample",
+    "enumerated_mixture_in_model": "asks to be enumerated",
+    "enumerated_markov_chain": "asks to be enumerated",
+    "enumerated_topics_in_nested_plates": "asks to be enumerated",
 }
 
 
@@ -137,14 +149,18 @@ def configurations():
 
 
 #: Programs Pyro's ``Trace_ELBO`` warns about that its ``TraceEnum_ELBO`` trains: an engine that sums enumerated
-#: guide sites out trains them.
+#: guide sites out trains them, and one that sums the model's out trains the others, or refuses them for the
+#: reasons of its row.
 ENUMERATED_GUIDES = ("enumerated_guide_site",)
+ENUMERATED_MODELS = ("enumerated_mixture_in_model", "enumerated_markov_chain", "enumerated_topics_in_nested_plates")
 
 
 def expected(program, engine):
     """``None`` when ``engine`` must train ``program``, else a fragment of its refusal."""
     if program in ENUMERATED_GUIDES and REGISTERED[engine].sums_out_guide_enumeration:
         return None
+    if program in ENUMERATED_MODELS and REGISTERED[engine].sums_out_enumerated:
+        return next((r.fragment for r in ENGINES[engine].refusals if program in r.programs), None)
     if program in PYRO_REFUSED and runs_guide(engine):
         return PYRO_REFUSED[program]
     return next((r.fragment for r in ENGINES[engine].refusals if program in r.programs), None)

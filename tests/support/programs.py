@@ -31,6 +31,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer.reparam import LocScaleReparam
 from pyro.nn import PyroModule, PyroParam
+from pyro.ops.indexing import Vindex
 from pyro.poutine.plate_messenger import block_plate
 from torch import nn
 
@@ -954,6 +955,59 @@ def enumerated_guide_site():
     return model, guide, (x,), {}
 
 
+@program(pyro="warns", reason="Found vars in model but not guide")
+def enumerated_mixture_in_model():
+    """A Gaussian mixture whose component the model enumerates (TraceEnum_ELBO's way), a shift drawn by the guide."""
+    x = torch.randn(5, generator=_generator(45)) * 2.0
+
+    def model(x):
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        locs = pyro.param("locs", torch.tensor([-1.0, 1.5]))
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(torch.tensor([0.4, 0.6])), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(locs[c] + shift, 1.0), obs=x)
+
+    return model, _normal_guide_for("shift"), (x,), {}
+
+
+@program(pyro="warns", reason="Found vars in model but not guide")
+def enumerated_markov_chain():
+    """Two sequences of a hidden Markov chain, the states enumerated along ``pyro.markov``; the guide draws a shift."""
+    x = torch.randn(2, 4, generator=_generator(46))
+
+    def model(x):
+        transition = pyro.param("transition", torch.tensor([[0.7, 0.3], [0.2, 0.8]]), constraint=constraints.simplex)
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with pyro.plate("sequences", x.shape[0], dim=-1):
+            state = torch.tensor(0)
+            for t in pyro.markov(range(x.shape[1])):
+                state = pyro.sample(f"s_{t}", dist.Categorical(transition[state]), infer={"enumerate": "parallel"})
+                pyro.sample(f"x_{t}", dist.Normal(2.0 * state.float() - 1.0 + shift, 1.0), obs=x[:, t])
+
+    return model, _normal_guide_for("shift"), (x,), {}
+
+
+@program(pyro="warns", reason="Found vars in model but not guide")
+def enumerated_topics_in_nested_plates():
+    """A topic per word, enumerated, inside words inside documents; each document's topic weights drawn by the guide."""
+    words = torch.randint(0, 4, (3, 5), generator=_generator(47))
+
+    def model(words):
+        topic_words = pyro.param("topic_words", torch.full((2, 4), 0.25), constraint=constraints.simplex)
+        with pyro.plate("documents", words.shape[0], dim=-2):
+            weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+            with pyro.plate("words", words.shape[1], dim=-1):
+                topic = pyro.sample("topic", dist.Categorical(weights), infer={"enumerate": "parallel"})
+                pyro.sample("word", dist.Categorical(Vindex(topic_words)[topic]), obs=words)
+
+    def guide(words):
+        concentration = pyro.param("concentration", torch.ones(words.shape[0], 1, 2), constraint=constraints.positive)
+        with pyro.plate("documents", words.shape[0], dim=-2):
+            pyro.sample("weights", dist.Dirichlet(concentration))
+
+    return model, guide, (words,), {}
+
+
 # ---------------------------------------------------------------- pairs Pyro refuses
 
 
@@ -1142,6 +1196,9 @@ PROGRAMS = [
     guide_site_not_in_model,
     model_latent_not_in_guide,
     enumerated_guide_site,
+    enumerated_mixture_in_model,
+    enumerated_markov_chain,
+    enumerated_topics_in_nested_plates,
     shape_mismatch,
     event_dim_mismatch,
     duplicate_site_name,
