@@ -271,3 +271,27 @@ def test_iwae_gradients_are_those_of_the_hand_written_enumerated_bound():
     (-bound).backward()
     for got, want in zip(ours, (q.grad, locs.grad)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_rws_updates_are_the_hand_written_self_normalized_ones_with_the_assignments_summed_out():
+    """The same five draws (seed 5): rws's θ update is −Σ_k w̃_k ∇ log p(x, shift_k) and its wake-φ update
+    −Σ_k w̃_k ∇ log q(shift_k), with w̃ the normalized marginal weights, every assignment summed out by hand."""
+    pyro.clear_param_store()
+    engine = get("rws", num_particles=5)
+    engine.prepare(mixture, shift_guide, x)
+    pyro.set_rng_seed(5)
+    engine(mixture, shift_guide, x).surrogate.backward()
+    ours = [pyro.param(name).grad.clone() for name in ("q", "locs")]
+    for name in ("q", "locs"):
+        pyro.param(name).grad = None
+    pyro.set_rng_seed(5)
+    particles = engine.particles(mixture, shift_guide, (x,), {})
+    shift = particles.guide_trace.nodes["shift"]["value"].reshape(-1).detach()
+    locs, q = pyro.param("locs"), pyro.param("q")
+    components = torch.log(WEIGHTS) + dist.Normal(locs + shift[:, None, None], 1.0).log_prob(x[:, None])
+    log_joint = dist.Normal(0.0, 1.0).log_prob(shift) + torch.logsumexp(components, -1).sum(-1)
+    log_q = dist.Normal(q, 0.5).log_prob(shift)
+    normalized = torch.softmax((log_joint - log_q).detach(), 0)
+    (-(normalized * (log_joint + log_q)).sum()).backward()
+    for got, want in zip(ours, (q.grad, locs.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
