@@ -277,7 +277,7 @@ def check_observes(probe, user):
         raise UnsupportedModelError(f"the model observes no site (no obs=), and {user}.")
 
 
-def check_enumeration(probe, engine_name, reason):
+def refuse_enumeration(probe, engine_name, reason):
     """Refuse a model with sites to sum out (:mod:`pplgen.enumeration`), saying ``reason`` and naming the
     engines that sum them out."""
     others = " or ".join(registry().enumerating_engines())
@@ -288,7 +288,7 @@ def check_enumeration(probe, engine_name, reason):
     )
 
 
-def check_guide_enumeration(probe, engine_name):
+def refuse_guide_enumeration(probe, engine_name):
     """Refuse a guide site that asks to be enumerated, naming the engines that sum it out."""
     name = probe.guide_enumerated[0]
     others = " or ".join(registry().guide_enumerating_engines())

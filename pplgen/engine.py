@@ -55,13 +55,13 @@ import torch
 from pplgen.checks import (
     UnsupportedModelError,
     check_common_scale,
-    check_enumeration,
     check_explicit_guide,
-    check_guide_enumeration,
     check_particles,
     check_reparameterizable,
     check_scored_guide,
     draw_particles,
+    refuse_enumeration,
+    refuse_guide_enumeration,
 )
 from pplgen.particles import Particles, sample_particles, site_structure
 from pplgen.probe import Probe, probe_pair
@@ -253,7 +253,7 @@ class ParticleEngine(Engine):
         except ValueError as error:
             raise ValueError(f"{self.name}: {error}") from error
         if probe.guide_enumerated and not self.sums_out_guide_enumeration:
-            check_guide_enumeration(probe, self.name)
+            refuse_guide_enumeration(probe, self.name)
         if not self.implicit_guides:
             check_explicit_guide(probe, self.name)
         if self.requires_rsample:
@@ -263,7 +263,7 @@ class ParticleEngine(Engine):
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
         if probe.enumerated and not self.sums_out_enumerated:
-            check_enumeration(probe, self.name, "its estimator needs every latent drawn")
+            refuse_enumeration(probe, self.name, "its estimator needs every latent drawn")
         return probe
 
     def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:

@@ -30,9 +30,10 @@ def shift_guide(x):
     pyro.sample("shift", dist.Normal(pyro.param("q", torch.tensor(0.2)), 0.5))
 
 
-def marginal_log_joint(shift):
-    """log p(x, shift) with every assignment summed out, by hand, for each shift."""
-    locs = pyro.param("locs").detach()
+def marginal_log_joint(shift, locs=None):
+    """log p(x, shift) with every assignment summed out, by hand, for each shift (at the fitted locations,
+    held fixed, unless ``locs`` are given)."""
+    locs = pyro.param("locs").detach() if locs is None else locs
     components = torch.log(WEIGHTS) + dist.Normal(locs + shift[:, None, None], 1.0).log_prob(x[:, None])
     return dist.Normal(0.0, 1.0).log_prob(shift) + torch.logsumexp(components, -1).sum(-1)
 
@@ -250,48 +251,44 @@ def test_posterior_draws_sample_the_enumerated_sites_from_their_posterior():
     assert "c" in to_inference_data(mixture, (x,), guide=sharp_shift_guide, num_samples=10).posterior
 
 
+def gradients_and_draws(name, seed):
+    """The engine's gradients in ``(q, locs)`` after one step of five particles, and those particles' shifts
+    drawn again from the same seed."""
+    pyro.clear_param_store()
+    engine = get(name, num_particles=5)
+    engine.prepare(mixture, shift_guide, x)
+    pyro.set_rng_seed(seed)
+    engine(mixture, shift_guide, x).surrogate.backward()
+    gradients = [pyro.param(n).grad.clone() for n in ("q", "locs")]
+    for n in ("q", "locs"):
+        pyro.param(n).grad = None
+    pyro.set_rng_seed(seed)
+    particles = engine.particles(mixture, shift_guide, (x,), {})
+    return gradients, particles.guide_trace.nodes["shift"]["value"].reshape(-1)
+
+
+def assert_gradients(gradients, objective):
+    """``gradients`` in ``(q, locs)`` are those of −``objective``."""
+    (-objective).backward()
+    for got, want in zip(gradients, (pyro.param("q").grad, pyro.param("locs").grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_iwae_gradients_are_those_of_the_hand_written_enumerated_bound():
     """The same five draws of the shift (seed 4): iwae's gradients in the guide's q and the model's locations
     equal autograd of log (1/K) Σ_k p(x, shift_k) / q(shift_k) with every assignment summed out by hand."""
-    pyro.clear_param_store()
-    engine = get("iwae", num_particles=5)
-    engine.prepare(mixture, shift_guide, x)
-    pyro.set_rng_seed(4)
-    engine(mixture, shift_guide, x).surrogate.backward()
-    ours = [pyro.param(name).grad.clone() for name in ("q", "locs")]
-    for name in ("q", "locs"):
-        pyro.param(name).grad = None
-    pyro.set_rng_seed(4)
-    particles = engine.particles(mixture, shift_guide, (x,), {})
-    shift = particles.guide_trace.nodes["shift"]["value"].reshape(-1)
-    locs, q = pyro.param("locs"), pyro.param("q")
-    components = torch.log(WEIGHTS) + dist.Normal(locs + shift[:, None, None], 1.0).log_prob(x[:, None])
-    log_joint = dist.Normal(0.0, 1.0).log_prob(shift) + torch.logsumexp(components, -1).sum(-1)
-    bound = torch.logsumexp(log_joint - dist.Normal(q, 0.5).log_prob(shift), 0) - math.log(5)
-    (-bound).backward()
-    for got, want in zip(ours, (q.grad, locs.grad)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    gradients, shift = gradients_and_draws("iwae", seed=4)
+    log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
+    bound = torch.logsumexp(marginal_log_joint(shift, pyro.param("locs")) - log_q, 0) - math.log(5)
+    assert_gradients(gradients, bound)
 
 
 def test_rws_updates_are_the_hand_written_self_normalized_ones_with_the_assignments_summed_out():
     """The same five draws (seed 5): rws's θ update is −Σ_k w̃_k ∇ log p(x, shift_k) and its wake-φ update
     −Σ_k w̃_k ∇ log q(shift_k), with w̃ the normalized marginal weights, every assignment summed out by hand."""
-    pyro.clear_param_store()
-    engine = get("rws", num_particles=5)
-    engine.prepare(mixture, shift_guide, x)
-    pyro.set_rng_seed(5)
-    engine(mixture, shift_guide, x).surrogate.backward()
-    ours = [pyro.param(name).grad.clone() for name in ("q", "locs")]
-    for name in ("q", "locs"):
-        pyro.param(name).grad = None
-    pyro.set_rng_seed(5)
-    particles = engine.particles(mixture, shift_guide, (x,), {})
-    shift = particles.guide_trace.nodes["shift"]["value"].reshape(-1).detach()
-    locs, q = pyro.param("locs"), pyro.param("q")
-    components = torch.log(WEIGHTS) + dist.Normal(locs + shift[:, None, None], 1.0).log_prob(x[:, None])
-    log_joint = dist.Normal(0.0, 1.0).log_prob(shift) + torch.logsumexp(components, -1).sum(-1)
-    log_q = dist.Normal(q, 0.5).log_prob(shift)
+    gradients, shift = gradients_and_draws("rws", seed=5)
+    shift = shift.detach()
+    log_joint = marginal_log_joint(shift, pyro.param("locs"))
+    log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
     normalized = torch.softmax((log_joint - log_q).detach(), 0)
-    (-(normalized * (log_joint + log_q)).sum()).backward()
-    for got, want in zip(ours, (q.grad, locs.grad)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert_gradients(gradients, (normalized * (log_joint + log_q)).sum())
