@@ -15,7 +15,11 @@ HMC runs on unconstrained coordinates (each latent's support mapped to ℝⁿ by
 ``biject_to``, with its Jacobian), with ``leapfrog_steps`` leapfrog steps and
 an identity mass matrix; each datum's step size is adapted after every
 transition toward the acceptance rate ``target_acceptance`` (×1.02 or ÷1.02),
-as Wu et al. do. The latents must be continuous.
+as Wu et al. do. The latents must be continuous; discrete sites annotated
+for enumeration (``infer={"enumerate": "parallel"}``) are summed out of
+p(x | z) exactly at every point, as the engines sum them out
+(:mod:`pplgen.enumeration`), so the chains anneal toward
+p(z) Σ_e p(e | z) p(x | e, z).
 
 Cost: about T × leapfrog_steps passes of the model over C × batch, each
 with a backward pass: about T × leapfrog_steps × C / K times the cost of
@@ -31,6 +35,7 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to
 
+from pplgen.enumeration import enumerate_model, enumerated_sites, sum_out
 from pplgen.particles import (
     PARTICLE_PLATE,
     is_sample_site,
@@ -173,14 +178,20 @@ class _Target:
                 "ais needs every sample site of the model inside one data plate (found shared plate dims "
                 f"{self.factor_dims}); put the batch in pyro.plate('data', N)."
             )
-        latents = [s for s in trace.nodes.values() if is_sample_site(s) and not s["is_observed"]]
+        self.enumerated = enumerated_sites(trace, poutine.Trace())
+        latents = [
+            s
+            for s in trace.nodes.values()
+            if is_sample_site(s) and not s["is_observed"] and s["name"] not in self.enumerated
+        ]
         if not latents:
             raise ValueError("ais found no latent site in the model: log p(x) needs no estimate there")
         for site in latents:
             if site["fn"].support.is_discrete:
                 raise ValueError(
                     f"site '{site['name']}' is discrete ({type(site['fn']).__name__}): ais moves latents with HMC "
-                    "and needs continuous ones; use pplgen.evaluate.log_likelihood with a guide."
+                    "and needs continuous ones; annotate it infer={'enumerate': 'parallel'} to sum it out, or use "
+                    "pplgen.evaluate.log_likelihood with a guide."
                 )
         self.transforms = {s["name"]: biject_to(s["fn"].support) for s in latents}
         # Event dims of the unconstrained values u (a Cholesky factor's u is a vector).
@@ -202,7 +213,9 @@ class _Target:
             z = {n: self.transforms[n](v) for n, v in u.items()}
             # Off: a diverging trajectory may leave the support; its proposal is then rejected.
             with poutine.block(), self._plate(), pyro.validation_enabled(False):
-                trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(self.batch)
+                trace = poutine.trace(self._conditioned(z)).get_trace(self.batch)
+            if self.enumerated:
+                trace = self._sum_out(trace)
             log_prior = sum(self._reduce(self.transforms[n].log_abs_det_jacobian(u[n], z[n])) for n in u)
             log_lik = 0.0
             for site in trace.nodes.values():
@@ -216,6 +229,25 @@ class _Target:
             grad_prior = torch.autograd.grad(log_prior.sum(), list(u.values()), retain_graph=True)
             grad_lik = torch.autograd.grad(log_lik.sum(), list(u.values()))
         return log_prior.detach(), log_lik.detach(), dict(zip(u, grad_prior)), dict(zip(u, grad_lik))
+
+    def _conditioned(self, z):
+        """The model at latents ``z``, its enumerated sites enumerated left of the chains' plate."""
+        model = poutine.condition(self.model, data=z)
+        return enumerate_model(model, self.particle_dim) if self.enumerated else model
+
+    def _sum_out(self, trace):
+        """``trace`` with its enumerated sites summed out into one factor of p(x | z)."""
+        trace = sum_out(trace, poutine.Trace(), self.particle_dim, self.factor_dims)
+        for site in trace.nodes.values():
+            moved = set(site.get("infer", {}).get("summed_out", ())) & set(self.transforms)
+            if moved:
+                raise ValueError(
+                    f"latent site '{sorted(moved)[0]}' depends on the enumerated site "
+                    f"'{self.enumerated[0]}': ais anneals p(x | z) with the enumerated sites summed out and "
+                    "needs the prior of the continuous latents free of them; use pplgen.evaluate.log_likelihood "
+                    "with a guide."
+                )
+        return trace
 
     def _reduce(self, log_prob):
         return reduce_to_factors(log_prob, self.particle_dim, self.factor_dims)

@@ -62,8 +62,9 @@ def _check_names(probe):
     for name, site in model_latents.items():
         if name not in guide_sites and site["infer"].get("enumerate") == "sequential":
             raise UnsupportedModelError(
-                f"model site '{name}' asks for sequential enumeration, which pplgen does not sum out (one run "
-                "per value); ask for infer={'enumerate': 'parallel'}, or train with Pyro's TraceEnum_ELBO."
+                f"model site '{name}' asks for sequential enumeration, which neither pplgen nor Pyro sums out "
+                "in the model (Pyro enumerates model sites in parallel only); ask for infer={'enumerate': "
+                "'parallel'}, or enumerate the site in the guide."
             )
         if name in probe.enumerated:
             continue

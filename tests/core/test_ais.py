@@ -57,7 +57,7 @@ def test_schedules_run_from_zero_to_one():
 
 def test_discrete_latents_are_named():
     sbn = SigmoidBeliefNet(layers=(4,), observed=6)
-    with pytest.raises(ValueError, match="site 'h1' is discrete .*needs continuous ones"):
+    with pytest.raises(ValueError, match="site 'h1' is discrete .*needs continuous ones; annotate it"):
         ais(sbn, torch.rand(3, 6).bernoulli(), num_steps=2)
 
 
@@ -88,3 +88,37 @@ def test_ais_on_integer_data_and_a_constrained_latent():
     exact = torch.distributions.NegativeBinomial(2.0, probs=torch.tensor(0.5)).log_prob(x.float())
     estimate = ais(model, x, num_steps=200, num_chains=8)
     assert (estimate - exact).mean().abs() < 0.1, (estimate, exact)
+
+
+MIXTURE_LOCS = torch.tensor([-2.0, 1.0, 3.0])
+MIXTURE_WEIGHTS = torch.tensor([0.2, 0.5, 0.3])
+
+
+def shifted_mixture(x):
+    """Each datum a component (enumerated) plus a shift of its own: p(x) = Σ_c w_c N(x; μ_c, √2)."""
+    with pyro.plate("data", len(x)):
+        shift = pyro.sample("shift", pyro.distributions.Normal(0.0, 1.0))
+        c = pyro.sample("c", pyro.distributions.Categorical(MIXTURE_WEIGHTS), infer={"enumerate": "parallel"})
+        pyro.sample("x", pyro.distributions.Normal(MIXTURE_LOCS[c] + shift, 1.0), obs=x)
+
+
+def test_ais_sums_enumerated_sites_out_exactly():
+    """The component of each datum summed out at every point of the chains: T = 200, 8 chains, seed 0,
+    within 0.05 nats of the exact mixture evidence on average (measured −0.03), each datum within 0.2 (worst 0.11)."""
+    pyro.set_rng_seed(0)
+    x = torch.tensor([-3.0, -0.5, 0.7, 2.0, 4.5])
+    components = torch.distributions.Normal(MIXTURE_LOCS, 2.0**0.5).log_prob(x[:, None])
+    exact = torch.logsumexp(MIXTURE_WEIGHTS.log() + components, -1)
+    error = ais(shifted_mixture, x, num_steps=200, num_chains=8) - exact
+    assert error.mean().abs() < 0.05 and error.abs().max() < 0.2, error
+
+
+def test_a_latent_whose_prior_reads_an_enumerated_site_is_named():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", pyro.distributions.Categorical(MIXTURE_WEIGHTS), infer={"enumerate": "parallel"})
+            shift = pyro.sample("shift", pyro.distributions.Normal(MIXTURE_LOCS[c], 1.0))
+            pyro.sample("x", pyro.distributions.Normal(shift, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match="latent site 'shift' depends on the enumerated site 'c'"):
+        ais(model, torch.zeros(3), num_steps=2)

@@ -251,11 +251,11 @@ def test_posterior_draws_sample_the_enumerated_sites_from_their_posterior():
     assert "c" in to_inference_data(mixture, (x,), guide=sharp_shift_guide, num_samples=10).posterior
 
 
-def gradients_and_draws(name, seed):
+def gradients_and_draws(name, seed, **options):
     """The engine's gradients in ``(q, locs)`` after one step of five particles, and those particles' shifts
     drawn again from the same seed."""
     pyro.clear_param_store()
-    engine = get(name, num_particles=5)
+    engine = get(name, num_particles=5, **options)
     engine.prepare(mixture, shift_guide, x)
     pyro.set_rng_seed(seed)
     engine(mixture, shift_guide, x).surrogate.backward()
@@ -292,3 +292,33 @@ def test_rws_updates_are_the_hand_written_self_normalized_ones_with_the_assignme
     log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
     normalized = torch.softmax((log_joint - log_q).detach(), 0)
     assert_gradients(gradients, (normalized * (log_joint + log_q)).sum())
+
+
+def test_vimco_gradients_are_the_hand_written_leave_one_out_estimator_with_the_assignments_summed_out():
+    """The same five draws (seed 6): vimco's gradients are those of L + Σ_k (L − L₋ₖ) log q(shift_k), with the
+    draws held fixed, L = log (1/K) Σ_k w_k of the marginal weights (every assignment summed out by hand) and
+    L₋ₖ the same bound with w_k replaced by the geometric mean of the other weights."""
+    gradients, shift = gradients_and_draws("vimco", seed=6)
+    shift = shift.detach()
+    log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
+    log_w = marginal_log_joint(shift, pyro.param("locs")) - log_q
+    bound = torch.logsumexp(log_w, 0) - math.log(5)
+    leave_one_out = []
+    for k in range(5):
+        others = torch.cat([log_w[:k], log_w[k + 1 :]]).detach()
+        replaced = torch.cat([others[:k], others.mean().reshape(1), others[k:]])
+        leave_one_out.append(torch.logsumexp(replaced, 0) - math.log(5))
+    signals = (bound - torch.stack(leave_one_out)).detach()
+    assert_gradients(gradients, bound + (signals * log_q).sum())
+
+
+def test_nvil_as_reinforce_gives_the_hand_written_score_function_gradients_with_the_assignments_summed_out():
+    """The same five draws (seed 7), nvil without baseline, normalization or local signals: its gradients are
+    those of (1/K) Σ_k [log p(x, shift_k) + l_k log q(shift_k)], l_k = log p(x, shift_k) − log q(shift_k) held
+    fixed, with every assignment summed out by hand."""
+    gradients, shift = gradients_and_draws("nvil", seed=7, baseline=None, normalize=False, local_signals=False)
+    shift = shift.detach()
+    log_joint = marginal_log_joint(shift, pyro.param("locs"))
+    log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
+    signals = (log_joint - log_q).detach()
+    assert_gradients(gradients, (log_joint + signals * log_q).mean())

@@ -83,6 +83,9 @@ DISCRETE_MODEL = Refusal(
         "gaussian_mixture",
         "sigmoid_belief_layer",
         "enumerated_guide_site",
+        "sequential_enumeration_in_guide",
+        "enumerated_class_in_guide",
+        "sequential_enumeration_in_model",
         "enumerated_mixture_in_model",
         "enumerated_markov_chain",
         "enumerated_topics_in_nested_plates",
@@ -127,6 +130,9 @@ PYRO_REFUSED = {
     "guide_site_not_in_model": "guide site 'noise' does not appear in the model",
     "model_latent_not_in_guide": "model site 'noise' is latent but the guide has no site",
     "enumerated_guide_site": "asks to be enumerated",
+    "sequential_enumeration_in_guide": "asks to be enumerated",
+    "enumerated_class_in_guide": "asks to be enumerated",
+    "sequential_enumeration_in_model": "asks for sequential enumeration",
     "shape_mismatch": "the guide's event shape is",
     "event_dim_mismatch": "the guide's event shape is",
     "duplicate_site_name": "Multiple sample sites named",
@@ -151,7 +157,7 @@ def configurations():
 #: Programs Pyro's ``Trace_ELBO`` warns about that its ``TraceEnum_ELBO`` trains: an engine that sums enumerated
 #: guide sites out trains them, and one that sums the model's out trains the others, or refuses them for the
 #: reasons of its row.
-ENUMERATED_GUIDES = ("enumerated_guide_site",)
+ENUMERATED_GUIDES = ("enumerated_guide_site", "sequential_enumeration_in_guide", "enumerated_class_in_guide")
 ENUMERATED_MODELS = ("enumerated_mixture_in_model", "enumerated_markov_chain", "enumerated_topics_in_nested_plates")
 
 

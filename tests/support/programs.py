@@ -955,6 +955,61 @@ def enumerated_guide_site():
     return model, guide, (x,), {}
 
 
+@program(pyro="warns", latents="discrete", reason="you need to use TraceEnum_ELBO")
+def sequential_enumeration_in_guide():
+    """A global guide site marked ``infer={"enumerate": "sequential"}``: one run of the pair per value."""
+    x = torch.randn(4, generator=_generator(48))
+
+    def model(x):
+        c = pyro.sample("c", dist.Categorical(torch.tensor([0.2, 0.3, 0.5])))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(c.float() - 1.0, 1.0), obs=x)
+
+    def guide(x):
+        probs = pyro.param("c_probs", torch.ones(3) / 3, constraint=constraints.simplex)
+        pyro.sample("c", dist.Categorical(probs), infer={"enumerate": "sequential"})
+
+    return model, guide, (x,), {}
+
+
+@program(pyro="warns", latents="discrete", reason="you need to use TraceEnum_ELBO")
+def enumerated_class_in_guide():
+    """M2's guide: each datum's class enumerated, a continuous style drawn given the class and the datum."""
+    x = torch.randn(5, generator=_generator(49))
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            label = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
+            style = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(label.float() - 1.0 + style, 0.5), obs=x)
+
+    def guide(x):
+        logits = pyro.param("class_logits", torch.zeros(3))
+        loc = pyro.param("style_loc", torch.zeros(3))
+        with pyro.plate("data", len(x)):
+            label = pyro.sample(
+                "y", dist.Categorical(logits=logits + 0.1 * x[:, None]), infer={"enumerate": "parallel"}
+            )
+            pyro.sample("z", dist.Normal(loc[label] + 0.2 * x, 0.8))
+
+    return model, guide, (x,), {}
+
+
+@program(pyro="error", reason="model-side sequential enumeration is not implemented")
+def sequential_enumeration_in_model():
+    """A model site marked ``infer={"enumerate": "sequential"}`` and absent from the guide (Pyro enumerates
+    model sites in parallel only)."""
+    x = torch.randn(4, generator=_generator(50))
+
+    def model(x):
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+            pyro.sample("x", dist.Normal(2.0 * c - 1.0 + shift, 1.0), obs=x)
+
+    return model, _normal_guide_for("shift"), (x,), {}
+
+
 @program(pyro="warns", reason="Found vars in model but not guide")
 def enumerated_mixture_in_model():
     """A Gaussian mixture whose component the model enumerates (TraceEnum_ELBO's way), a shift drawn by the guide."""
@@ -1196,9 +1251,12 @@ PROGRAMS = [
     guide_site_not_in_model,
     model_latent_not_in_guide,
     enumerated_guide_site,
+    sequential_enumeration_in_guide,
+    enumerated_class_in_guide,
     enumerated_mixture_in_model,
     enumerated_markov_chain,
     enumerated_topics_in_nested_plates,
+    sequential_enumeration_in_model,
     shape_mismatch,
     event_dim_mismatch,
     duplicate_site_name,
