@@ -191,6 +191,8 @@ def _holds(argument, value):
 
 
 def _check_support(site, data):
+    if _opted_out_of_validation(site["fn"]):
+        return
     support = site["fn"].support
     while isinstance(support, constraints.independent):  # .to_event(...) keeps the elementwise support
         support = support.base_constraint
@@ -209,6 +211,16 @@ def _check_support(site, data):
         f"site '{site['name']}' observes the data with a {distribution_name(site['fn'])}, whose support is "
         f"{support}, but {int((~inside).sum())} rows of the data lie outside it, first at row {row}: {hint}."
     )
+
+
+def _opted_out_of_validation(fn):
+    """Whether the program built the site's distribution (or the one it wraps) with ``validate_args=False``,
+    as Pyro's VAE examples do to score grey digits with a Bernoulli: its data are then not checked either."""
+    while fn is not None:
+        if fn.__dict__.get("_validate_args") is False:
+            return True
+        fn = getattr(fn, "base_dist", None)
+    return False
 
 
 def checked_tensor(data, name, processes=1):

@@ -108,9 +108,12 @@ def _log_prob_shaped(site):
     return site_log_prob(site)
 
 
-def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None, enumerated=False):
+def check_particles(
+    model, guide, args, kwargs, engine_name, plate_nesting, needs_vectorized=None, enumerated=False, num_particles=2
+):
     """Whether the programs run on particles drawn at once (True) or only one run at a time (False), tried on
-    two particles without gradients, leaving the RNG untouched (see :func:`draw_particles`)."""
+    two particles (or, for an engine of one particle, the one it draws with the model's sites enumerated)
+    without gradients, leaving the RNG untouched (see :func:`draw_particles`)."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
         _, vectorized = draw_particles(
@@ -121,7 +124,7 @@ def check_particles(model, guide, args, kwargs, engine_name, plate_nesting, need
             engine_name,
             plate_nesting,
             needs_vectorized,
-            num_particles=2,
+            num_particles=num_particles,
             enumerated=enumerated,
         )
     return vectorized
@@ -151,6 +154,8 @@ def draw_particles(
     """
     options = {"num_particles": num_particles, "max_plate_nesting": plate_nesting, "drawing": drawing}
     options["enumerated"] = enumerated
+    if num_particles == 1:
+        return _enumerated_particle(model, guide, args, kwargs, engine_name, options), True
     try:
         return _scored(sample_particles(model, guide, args, kwargs, vectorized=True, **options)), True
     except (ValueError, RuntimeError, IndexError) as error:
@@ -169,6 +174,19 @@ def draw_particles(
         raise UnsupportedModelError(
             f"{failure}, and one run at a time too ({_described(error)}); {engine_name} needs several particles of "
             f"the same sites: use an engine with num_particles=1 ({', '.join(registry().per_site_engines())})."
+        ) from None
+
+
+def _enumerated_particle(model, guide, args, kwargs, engine_name, options):
+    """One particle with the model's annotated sites enumerated, or a refusal saying how the model breaks."""
+    try:
+        return _scored(sample_particles(model, guide, args, kwargs, vectorized=True, **options))
+    except (ValueError, RuntimeError, IndexError) as error:
+        raise UnsupportedModelError(
+            f"the model fails with its sites enumerated in parallel, in dims left of "
+            f"{-options['max_plate_nesting'] - 1} ({_described(error)}), as {engine_name} sums them out: index "
+            "with pyro.ops.indexing.Vindex and broadcast from the right as Pyro's enumeration needs, or train "
+            "with a guide that draws those sites."
         ) from None
 
 

@@ -109,9 +109,11 @@ def sum_gradients(params):
 
 
 def shard(batch, index, count):
-    """Rank ``index``'s rows of each tensor argument with the batch's rows (the first argument's length);
-    other arguments are passed whole. Shards are contiguous and differ in size by at most one row."""
-    rows = len(batch[0])
+    """Rank ``index``'s rows of each tensor argument with the batch's rows (the first tensor argument's
+    length); other arguments are passed whole. Shards are contiguous and differ in size by at most one row."""
+    if count == 1:
+        return tuple(batch)
+    rows = next((len(a) for a in batch if isinstance(a, torch.Tensor) and a.dim()), None)
     return tuple(
         a.tensor_split(count)[index] if isinstance(a, torch.Tensor) and a.dim() and len(a) == rows else a for a in batch
     )

@@ -214,10 +214,11 @@ class ParticleEngine(Engine):
 
     def particles(self, model, guide, args, kwargs, *, num_particles=None, drawing: Drawing = PATHWISE) -> Particles:
         """K particles of the pair as the plan draws them; the first K > 1 of a plan tries them at once, and
-        one run each if the programs do not broadcast (the verdict :meth:`rehearse` gives)."""
+        one run each if the programs do not broadcast, and the first single particle of a model with sites to
+        sum out tries the enumeration (the verdicts :meth:`rehearse` gives)."""
         plan = self.plan_for(model, guide, args, kwargs)
         num_particles = num_particles or self.num_particles
-        if num_particles > 1 and plan.vectorized is None:
+        if (num_particles > 1 or plan.enumerated) and plan.vectorized is None:
             options = {"num_particles": num_particles, "drawing": drawing, "enumerated": bool(plan.enumerated)}
             particles, plan.vectorized = draw_particles(
                 model,
@@ -267,8 +268,8 @@ class ParticleEngine(Engine):
         return probe
 
     def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
-        """Two particles at once (or one run each), when the engine draws several or the model has sites
-        to sum out (:mod:`pplgen.enumeration`)."""
+        """Two particles at once (or one run each) when the engine draws several; the one it draws with the
+        model's sites enumerated when there are sites to sum out (:mod:`pplgen.enumeration`)."""
         if self.num_particles > 1 or probe.enumerated:
             probe.vectorized = check_particles(
                 model,
@@ -279,6 +280,7 @@ class ParticleEngine(Engine):
                 probe.max_plate_nesting,
                 self.needs_vectorized_particles(),
                 enumerated=bool(probe.enumerated),
+                num_particles=min(self.num_particles, 2),
             )
 
     def needs_vectorized_particles(self):

@@ -3,6 +3,7 @@
 Each test failed before its fix.
 """
 
+import math
 import pickle
 
 import pyro
@@ -109,6 +110,24 @@ def test_grey_data_are_refused_whole_with_the_row_and_a_binarize_hint():
     x[50, 3] = 0.4
     with pytest.raises(ValueError, match=r"site 'x' observes the data with a Bernoulli.* first at row 50: binarize"):
         fit(small_vae(), "svi", x, epochs=1, batch_size=16)
+
+
+def test_a_site_built_with_validate_args_false_scores_grey_data_as_its_author_asked():
+    """Pyro's VAE example scores grey digits with ``Bernoulli(..., validate_args=False)``: the cross-entropy it
+    asks for is trained, not refused."""
+
+    def model(x):
+        logits = pyro.param("logits", torch.zeros(x.shape[1]))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    pyro.clear_param_store()
+    grey = torch.rand(32, 6, generator=torch.Generator().manual_seed(0))
+    result = fit(model, "svi", grey, guide=guide, steps=3, batch_size=16)
+    assert all(math.isfinite(loss) for loss in result.metric("loss"))
 
 
 @pytest.mark.parametrize(

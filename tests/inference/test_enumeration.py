@@ -322,3 +322,40 @@ def test_nvil_as_reinforce_gives_the_hand_written_score_function_gradients_with_
     log_q = dist.Normal(pyro.param("q"), 0.5).log_prob(shift)
     signals = (log_joint - log_q).detach()
     assert_gradients(gradients, (log_joint + signals * log_q).mean())
+
+
+def chains_of_a_subsampled_sequential_plate(num_states, sequences):
+    """Pyro's ``examples/hmm.py`` ``model_0``: sequences in a subsampled sequential plate, each one's states
+    enumerated along ``pyro.markov``, so the sample sites differ from batch to batch; the number of states
+    comes first, as a plain int."""
+    transition = pyro.param("transition", torch.full((num_states, num_states), 1.0 / num_states))
+    for i in pyro.plate("sequences", len(sequences), subsample_size=2):
+        state = 0
+        for t in pyro.markov(range(sequences.shape[1])):
+            state = pyro.sample(f"s_{i}_{t}", dist.Categorical(transition[state]), infer={"enumerate": "parallel"})
+            pyro.sample(f"x_{i}_{t}", dist.Normal(state.float(), 1.0), obs=sequences[i, t])
+
+
+def nothing_drawn(*args):
+    pass
+
+
+def test_sites_that_vary_by_batch_are_summed_out_as_trace_enum_elbo_sums_them():
+    """Each step draws other sequences (other site names); one particle needs no second one to try the
+    enumeration, and the loss is TraceEnum_ELBO's on the same subsample (seeds 0-2)."""
+    arguments = (2, SEQUENCES)
+    for seed in range(3):
+        losses = []
+        for loss_of in (
+            lambda: get("svi")(chains_of_a_subsampled_sequential_plate, nothing_drawn, *arguments).metrics["loss"],
+            lambda: TraceEnum_ELBO(max_plate_nesting=0).loss(
+                chains_of_a_subsampled_sequential_plate, nothing_drawn, *arguments
+            ),
+        ):
+            pyro.clear_param_store()
+            pyro.set_rng_seed(seed)
+            losses.append(float(loss_of()))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5), seed
+    pyro.clear_param_store()
+    result = pplgen.fit(chains_of_a_subsampled_sequential_plate, "svi", arguments, guide=nothing_drawn, steps=4)
+    assert len(result.history) == 4 and all(math.isfinite(loss) for loss in result.metric("loss"))

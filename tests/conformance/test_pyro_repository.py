@@ -1,0 +1,45 @@
+"""Pyro's own example programs through every engine (:mod:`tests.support.pyro_repository`): each trains or is
+refused in check with a named reason. Runs when ``PPLGEN_PYRO_REPOSITORY`` names a checkout of
+https://github.com/pyro-ppl/pyro; skipped otherwise (nothing is downloaded)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.outcomes import ENGINES
+from tests.support.pyro_repository import EXAMPLES, run
+
+REPOSITORY = os.environ.get("PPLGEN_PYRO_REPOSITORY")
+
+pytestmark = pytest.mark.skipif(
+    not REPOSITORY or not (Path(REPOSITORY) / "examples").is_dir(),
+    reason="set PPLGEN_PYRO_REPOSITORY to a checkout of pyro-ppl/pyro to run Pyro's examples",
+)
+
+#: What the examples' authors train them with, and so what must train them here.
+TRAINED_AS_WRITTEN = {
+    "vae": "svi",
+    "ss_vae_M2 (unlabelled)": "svi",
+    "lda": "svi",
+    **{f"hmm model_{n}": "svi" for n in range(8)},
+    "toy_mixture_model_discrete_enumeration": "svi",
+    **{f"cjs model_{n}": "svi" for n in range(1, 6)},
+    "sparse_gamma_def": "svi",
+    "eight_schools/svi": "svi",
+    "svi_torch": "svi",
+    "air": "nvil",
+    "dmm": "svi",
+    "cvae": "svi",
+    "scanvi": "svi",
+    "autoname/scoping_mixture": "svi",
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_each_example_trains_or_is_refused_by_name(example, engine):
+    outcome = run(example, engine, REPOSITORY)
+    assert outcome.verdict in ("trains", "refused"), outcome.message
+    if TRAINED_AS_WRITTEN.get(example.name) == engine:
+        assert outcome.verdict == "trains", outcome.message
