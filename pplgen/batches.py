@@ -25,8 +25,8 @@ def batches_for(data, batch_size, seed, device):
 
 
 def rows_in(batch):
-    first = batch[0]
-    return len(first) if isinstance(first, torch.Tensor) and first.dim() else 1
+    """The batch's rows: the length of its first tensor argument with dims (1 without one)."""
+    return next((len(a) for a in batch if isinstance(a, torch.Tensor) and a.dim()), 1)
 
 
 class WholeArguments:

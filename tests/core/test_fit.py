@@ -263,3 +263,31 @@ def test_fit_leaves_the_callers_random_states_and_threads_as_it_found_them():
     pplgen.fit(vae, "svi", x, steps=2, seed=11)
     assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
     assert torch.get_num_threads() == threads
+
+
+def counts_of_a_fixed_number_of_groups(num_groups, counts):
+    """Arguments as Pyro's tutorials pass them: a plain int first, the data after it."""
+    rate = pyro.param("rate", torch.ones(num_groups), constraint=dist.constraints.positive)
+    with pyro.plate("rows", len(counts)):
+        pyro.sample("counts", dist.Poisson(rate).to_event(1), obs=counts)
+
+
+def fixed_observation():
+    """A program of no arguments observing a constant, as the enumeration tutorial's are."""
+    loc = pyro.param("loc", torch.tensor(0.0))
+    pyro.sample("x", dist.Normal(loc, 1.0), obs=torch.tensor(2.0))
+
+
+def nothing(*args):
+    pass
+
+
+@pytest.mark.parametrize(
+    "model, data, rows",
+    [(counts_of_a_fixed_number_of_groups, (3, torch.ones(5, 3)), 5), (fixed_observation, (), 1)],
+    ids=["int first", "no arguments"],
+)
+def test_programs_whose_first_argument_is_not_the_data_train_with_the_rows_of_the_data(model, data, rows):
+    pyro.clear_param_store()
+    result = fit(model, "svi", data, guide=nothing, steps=2)
+    assert [row["batch_size"] for row in result.history] == [rows, rows]

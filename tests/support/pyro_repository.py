@@ -1,7 +1,8 @@
-"""Pyro's own example programs, as their authors wrote them, through every engine.
+"""Pyro's own example and tutorial programs, as their authors wrote them, through every engine.
 
 Each :class:`Example` imports one script of ``examples/`` from a checkout of
-Pyro's repository (https://github.com/pyro-ppl/pyro) and builds its model,
+Pyro's repository (https://github.com/pyro-ppl/pyro), or the program cells of
+one notebook of ``tutorial/source/`` (:func:`load_notebook`), and builds its model,
 guide and arguments the way the script's ``main`` does: the guide it wraps
 (``config_enumerate``, ``AutoDelta`` of a blocked model, ...), the arguments
 its command line defaults to (read from its ``add_argument`` calls), and data
@@ -24,8 +25,11 @@ prints the table the README shows.
 
 import argparse
 import ast
+import contextlib
 import functools
 import importlib.util
+import io
+import json
 import math
 import sys
 import traceback
@@ -49,13 +53,20 @@ PLOTTING_AND_DOWNLOADS = ("visdom", "wget", "seaborn", "torchvision", "torchvisi
 
 @dataclass(frozen=True)
 class Example:
-    """One program of a script of Pyro's ``examples/``: ``build(module, path)`` gives ``(model, guide, data)``
-    with ``data`` the tuple of the programs' arguments, as the script passes them to ``SVI.step``."""
+    """One program of a script of Pyro's ``examples/`` or a notebook of its ``tutorial/source/``:
+    ``build(module, path)`` gives ``(model, guide, data)`` with ``data`` the tuple of the programs' arguments,
+    as the script passes them to ``SVI.step``."""
 
     name: str
     script: str
     build: object
-    note: str = ""
+    cells: tuple = ()
+
+    def load(self, repository):
+        """The script's module, or the notebook's program (with ``cells``)."""
+        if self.script.endswith(".ipynb"):
+            return load_notebook(repository, self.script, self.cells)
+        return load_script(repository, self.script)
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,44 @@ def load_script(repository, script):
             if getattr(sys.modules[name], "__file__", None) and sys.modules[name].__file__.startswith(folder):
                 del sys.modules[name]
     return module
+
+
+#: Calls that train, sample at length or plot: a notebook statement making one is not run.
+TRAINING_CALLS = frozenset({"SVI", "MCMC", "step", "run", "train", "initialize", "render_model", "show", "plot"})
+
+
+def load_notebook(repository, notebook, cells):
+    """The program of a tutorial notebook: its code cells ``cells`` (indices among the code cells) run in
+    order, statement by statement, keeping what defines the program (imports, functions, classes and
+    assignments) and leaving out what trains, prints or plots it (loops, expressions, assertions of Pyro's
+    version, assignments that call :data:`TRAINING_CALLS`, and assignments that fail without them)."""
+    _stand_in_for_absent_modules()
+    source = json.loads((Path(repository) / "tutorial" / "source" / notebook).read_text())
+    code = ["".join(cell["source"]) for cell in source["cells"] if cell["cell_type"] == "code"]
+    module = types.ModuleType(f"pyro_tutorial_{Path(notebook).stem}")
+    module.smoke_test = True
+    for index in cells:
+        text = "\n".join(line for line in code[index].splitlines() if not line.lstrip().startswith(("%", "!")))
+        for statement in ast.parse(text).body:
+            _run_program_statement(statement, module.__dict__)
+    return module
+
+
+def _run_program_statement(statement, namespace):
+    if isinstance(statement, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+        exec(compile(ast.Module([statement], []), "<notebook>", "exec"), namespace)
+    elif isinstance(statement, (ast.Assign, ast.AnnAssign)) and not _calls_training(statement):
+        with contextlib.suppress(Exception):  # a cell's later result (a fitted parameter) is not there yet
+            exec(compile(ast.Module([statement], []), "<notebook>", "exec"), namespace)
+
+
+def _calls_training(statement):
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name in TRAINING_CALLS:
+                return True
+    return False
 
 
 def _stand_in_for_absent_modules():
@@ -300,6 +349,107 @@ def scoping_mixture(module, repository):
     return module.model, config_enumerate(module.guide), (2, data)
 
 
+def gmm_map(module, repository):
+    """``gmm.ipynb``: the mixture with its assignments enumerated, MAP globals by an ``AutoDelta`` of the
+    blocked model with the tutorial's ``init_loc_fn``."""
+    guide = AutoDelta(poutine.block(module.model, expose=["weights", "locs", "scale"]), init_loc_fn=module.init_loc_fn)
+    return module.model, guide, (module.data,)
+
+
+def gmm_full_guide(module, repository):
+    """``gmm.ipynb``'s ``full_guide``: the assignments enumerated in the guide too, beside the MAP globals."""
+    module.global_guide = gmm_map(module, repository)[1]
+    return module.model, module.full_guide, (module.data,)
+
+
+def coin(module, repository):
+    """``svi_part_i.ipynb``: the fairness of a coin, six heads and four tails observed one site each."""
+    return module.model, module.guide, ([torch.tensor(1.0)] * 6 + [torch.tensor(0.0)] * 4,)
+
+
+def coin_with_baselines(module, repository):
+    """``svi_part_iii.ipynb``: a non-reparameterized Beta guide asking for a decaying average baseline."""
+    example = module.BernoulliBetaExample(max_steps=2)
+    return example.model, example.guide, (True,)
+
+
+def no_arguments(model_name="model", guide_name="guide"):
+    def build(module, repository):
+        """``enumeration.ipynb``: a program of no arguments whose discrete sites ``config_enumerate`` marks."""
+        return getattr(module, model_name), getattr(module, guide_name), ()
+
+    return build
+
+
+def enumerated_mixture_autonormal(module, repository):
+    """``enumeration.ipynb``: the mixture with an ``AutoNormal`` of the model with ``x`` hidden."""
+    return module.model, module.guide, (module.data,)
+
+
+def enumerated_hmm_autonormal(module, repository):
+    """``enumeration.ipynb``: the hidden Markov model along ``pyro.markov``, an ``AutoNormal`` of its matrices."""
+    return module.hmm_model, module.hmm_guide, (module.data, module.data_dim)
+
+
+def rugged_regression(guide_name):
+    def build(module, repository):
+        """``intro_long.ipynb``: the regression of log GDP on ruggedness and Africa, on 170 countries drawn
+        like the tutorial's (its csv is downloaded)."""
+        generator = _generator()
+        africa = (torch.rand(170, generator=generator) < 0.3).float()
+        ruggedness = torch.rand(170, generator=generator) * 6
+        log_gdp = 9.2 - 1.9 * africa - 0.2 * ruggedness + 0.4 * africa * ruggedness
+        log_gdp = log_gdp + torch.randn(170, generator=generator)
+        guide = module.custom_guide if guide_name == "custom_guide" else AutoNormal(module.model)
+        return module.model, guide, (africa, ruggedness, log_gdp)
+
+    return build
+
+
+def mle(module, repository):
+    """``mle_map.ipynb``: maximum likelihood, the fairness a parameter and an empty guide."""
+    return module.model_mle, module.guide_mle, (module.data,)
+
+
+def map_estimate(module, repository):
+    """``mle_map.ipynb``: MAP, the fairness a Delta at a parameter."""
+    return module.original_model, module.guide_map, (module.data,)
+
+
+def conditioned_scale(module, repository):
+    """``intro_part_ii.ipynb``: the scale conditioned by ``pyro.condition``, the guess a float argument."""
+    return module.conditioned_scale, module.scale_parametrized_guide_constrained, (8.5,)
+
+
+def dirichlet_process(module, repository):
+    """``dirichlet_process_mixture.ipynb``: the truncated stick-breaking mixture with its mean-field guide."""
+    return module.model, module.guide, (module.data,)
+
+
+def easyguide_time_series(module, repository):
+    """``easyguide.ipynb``: its hand-written guide, a MAP drift and a low-rank joint of the states, auxiliary."""
+    return module.model, module.guide, (module.data, torch.arange(module.full_size), module.full_size)
+
+
+TUTORIALS = (
+    Example("gmm (MAP)", "gmm.ipynb", gmm_map, (0, 1, 2, 3, 4)),
+    Example("gmm (full_guide)", "gmm.ipynb", gmm_full_guide, (0, 1, 2, 3, 4, 14)),
+    Example("svi_part_i", "svi_part_i.ipynb", coin, (0,)),
+    Example("svi_part_iii", "svi_part_iii.ipynb", coin_with_baselines, (0,)),
+    Example("enumeration: chain", "enumeration.ipynb", no_arguments(), (0, 4)),
+    Example("enumeration: Vindex in a plate", "enumeration.ipynb", no_arguments(), (0, 6)),
+    Example("enumeration: nested plates", "enumeration.ipynb", no_arguments(), (0, 7)),
+    Example("enumeration: mixture", "enumeration.ipynb", enumerated_mixture_autonormal, (0, 8)),
+    Example("enumeration: hmm", "enumeration.ipynb", enumerated_hmm_autonormal, (0, 9, 10, 11)),
+    Example("intro_long (custom_guide)", "intro_long.ipynb", rugged_regression("custom_guide"), (1, 2, 7, 9, 10)),
+    Example("intro_long (AutoNormal)", "intro_long.ipynb", rugged_regression("auto"), (1, 2, 7, 9)),
+    Example("mle_map (MLE)", "mle_map.ipynb", mle, (0, 1, 3, 5)),
+    Example("mle_map (MAP)", "mle_map.ipynb", map_estimate, (0, 1, 11)),
+    Example("intro_part_ii", "intro_part_ii.ipynb", conditioned_scale, (0, 1, 2, 8)),
+    Example("dirichlet_process_mixture", "dirichlet_process_mixture.ipynb", dirichlet_process, (0, 1, 2, 3, 4, 5)),
+    Example("easyguide", "easyguide.ipynb", easyguide_time_series, (0, 1, 2, 3)),
+)
+
 EXAMPLES = (
     Example("vae", "vae/vae.py", vae),
     Example("ss_vae_M2 (unlabelled)", "vae/ss_vae_M2.py", ss_vae_m2),
@@ -318,13 +468,14 @@ EXAMPLES = (
     Example("scanvi", "scanvi/scanvi.py", scanvi),
     Example("autoname/mixture", "contrib/autoname/mixture.py", autoname_mixture),
     Example("autoname/scoping_mixture", "contrib/autoname/scoping_mixture.py", scoping_mixture),
+    *TUTORIALS,
 )
 
 
 def run(example, engine, repository, steps=3):
     """Fit ``example`` with ``engine`` for ``steps`` steps: its :class:`Outcome`."""
     pyro.clear_param_store()
-    module = load_script(repository, example.script)
+    module = example.load(repository)
     with pyro.settings.context(module_local_params=False):
         return _fit(example, module, engine, repository, steps)
 
@@ -335,7 +486,7 @@ def _fit(example, module, engine, repository, steps):
     options = ENGINES[engine].options
     batch_size = 100 if isinstance(data, torch.utils.data.Dataset) else None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the tutorials' models print
             warnings.filterwarnings("ignore", message="Default grid_sample and affine_grid behavior")  # air's
             result = pplgen.fit(
                 model,
