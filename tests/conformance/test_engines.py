@@ -117,17 +117,25 @@ def test_the_engines_named_in_refusals_are_the_registrys():
 
 @pytest.mark.parametrize("name", ENUMERATED_MODELS + ENUMERATED_GUIDES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_svi_gives_trace_enum_elbos_loss_on_every_enumerated_program(name, seed):
-    """The same seed, the same draws: svi's loss on each enumerated shape of the catalogue is TraceEnum_ELBO's."""
+def test_svi_gives_trace_enum_elbos_loss_and_gradients_on_every_enumerated_program(name, seed):
+    """The same seed, the same draws: svi's loss on each enumerated shape of the catalogue, and its gradient in
+    every parameter, are TraceEnum_ELBO's."""
     entry = next(e for e in PROGRAMS if e.name == name)
     model, guide, args, kwargs = entry.build()
     nesting = get("svi").check(model, guide, *args, **kwargs).max_plate_nesting
-    losses = []
+    results = []
     for loss_of in (
-        lambda: get("svi")(model, guide, *args, **kwargs).metrics["loss"],
-        lambda: TraceEnum_ELBO(max_plate_nesting=nesting).differentiable_loss(model, guide, *args, **kwargs).detach(),
+        lambda: get("svi")(model, guide, *args, **kwargs).surrogate,
+        lambda: TraceEnum_ELBO(max_plate_nesting=nesting).differentiable_loss(model, guide, *args, **kwargs),
     ):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
-        losses.append(loss_of())
-    torch.testing.assert_close(*losses, rtol=1e-5, atol=1e-4)
+        loss = loss_of()
+        loss.backward()
+        store = pyro.get_param_store()
+        results.append((loss.detach(), {n: store.get_param(n).unconstrained().grad for n in store.get_all_param_names()}))
+    (ours, our_grads), (theirs, their_grads) = results
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    assert our_grads.keys() == their_grads.keys() and all(g is not None for g in their_grads.values())
+    for n in our_grads:
+        torch.testing.assert_close(our_grads[n], their_grads[n], rtol=1e-5, atol=1e-5, msg=n)
