@@ -112,7 +112,7 @@ def save(result, schedule, epoch, skip, settings):
         }
         try:
             write(result.checkpoint, state)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
             failure = error
     _raise_on_every_rank(failure, f"cannot write the checkpoint {result.checkpoint}")
 
@@ -120,11 +120,16 @@ def save(result, schedule, epoch, skip, settings):
 def _raise_on_every_rank(failure, what):
     """Raise rank 0's ``failure`` (or nothing) on every rank, so no rank waits for one that stopped; the
     broadcast is also the barrier after rank 0's write."""
-    message = [None if failure is None else f"{what}: {failure}"]
+    message = [None if failure is None else f"{what}: {_first_line(failure)}"]
     if world_size() > 1:
         dist.broadcast_object_list(message, src=0)
     if message[0] is not None:
         raise OSError(message[0]) from failure
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def resume(result, schedule, settings):

@@ -73,8 +73,9 @@ def image_report(
     config = {**config, "engine_options": result.engine.options(), "device": where, "out": str(out)}
     record = _record(config, result, _test_scores(model, result, x_test, test_samples, test_ais_options), wall_time)
     if rank() == 0:
-        _write_figures(out, model, result, x_test, label)
+        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", record)
+        _write_figures(out, model, result, x_test, label)
     return record
 
 
@@ -121,7 +122,6 @@ def _epoch_losses(history):
 def _write_figures(out, model, result, x_test, label):
     """``loss.png``, ``samples.png`` and (for engines that train the guide) ``reconstructions.png`` in ``out``,
     titled after ``label``."""
-    out.mkdir(parents=True, exist_ok=True)
     plots.plot_losses(result.history, result.evaluations, out / "loss.png", title=label)
     plots.image_grid(model.sample(64), out / "samples.png", rows=8, title=f"{label}\nsamples (mean images)")
     if not result.engine.needs_guide:  # the guide was not trained: no reconstructions to show
@@ -200,10 +200,6 @@ def posterior_report(
     posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
     khat = diagnostics.psis_khat(result, arguments, num_samples=max(num_samples, 10000))
     write_atomically(out / "posterior.nc", posterior.to_netcdf)
-    structure.draw(structure.graph(model.model, *arguments), out / "graph.png", title="model structure")
-    plots.plot_losses(
-        result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}"
-    )
     record = {
         "config": {
             "model": type(model).__name__,
@@ -219,6 +215,11 @@ def posterior_report(
         "khat_reading": khat.reading,
         "fit_wall_time_s": fit_seconds,
     }
+    write_json(out / "metrics.json", record)
+    structure.draw(structure.graph(model.model, *arguments), out / "graph.png", title="model structure")
+    plots.plot_losses(
+        result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}"
+    )
     if compare_nuts:
         start = time.perf_counter()
         reference = diagnostics.nuts_reference(model.model, *arguments, coords=coords, **(nuts_options or {}))
@@ -229,7 +230,7 @@ def posterior_report(
         write_atomically(out / "comparison.csv", comparison.table.to_csv)
         write_atomically(out / "comparison.png", comparison.figure.savefig)
         record["comparison"] = json.loads(comparison.table.to_json(orient="index"))
-    write_json(out / "metrics.json", record)
+        write_json(out / "metrics.json", record)
     return record
 
 
@@ -291,11 +292,11 @@ def topic_report(
         "khat_reading": khat.reading,
         "topics": [{"npmi": float(score), "top_words": top} for score, top in zip(coherence, words)],
     }
+    write_json(out / "metrics.json", record)
     lines = [f"{i:>2}  npmi {row['npmi']:+.3f}  {' '.join(row['top_words'])}" for i, row in enumerate(record["topics"])]
     write_atomically(out / "topics.txt", lambda path: Path(path).write_text("\n".join(lines) + "\n"))
     structure.draw(structure.graph(model.model, getattr(test, field)[:2]), out / "graph.png", title="model structure")
     plots.plot_losses(
         result.history, [], out / "loss.png", title=f"{type(model).__name__} trained by {result.engine.name}"
     )
-    write_json(out / "metrics.json", record)
     return record

