@@ -6,6 +6,7 @@ every rank draws the same batches and a resumed run draws those the
 uninterrupted one would have.
 """
 
+import hashlib
 import math
 
 import pyro
@@ -22,6 +23,22 @@ from pplgen.probe import dtype_hint
 def batches_for(data, batch_size, seed, device):
     """:class:`WholeArguments` for a tuple of the programs' arguments, else :class:`Batches` of ``data``."""
     return WholeArguments(data, device) if isinstance(data, tuple) else Batches(data, batch_size, seed, device)
+
+
+def data_fingerprint(data):
+    """What identifies training data across a resume: rows, shape, dtype and a SHA-256 of the contents of
+    each tensor (a ``Dataset``'s or ``DataLoader``'s type and size), as one string per argument."""
+    if isinstance(data, tuple):
+        return [data_fingerprint(argument) for argument in data]
+    if isinstance(data, DataLoader):
+        return f"a DataLoader of {len(data.dataset)} rows in {len(data)} batches of {type(data.dataset).__name__}"
+    if isinstance(data, Dataset):
+        return f"a {type(data).__name__} of {len(data)} rows"
+    if not isinstance(data, torch.Tensor):
+        return type(data).__name__
+    contents = data.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.sha256(contents.view(torch.uint8).numpy()).hexdigest()
+    return f"{tuple(data.shape)} {str(data.dtype).removeprefix('torch.')}, sha256 {digest[:16]}"
 
 
 def rows_in(batch):

@@ -83,7 +83,8 @@ def check_resumable(path, state, engine_name, settings):
             f"{path} was written by engine '{state['engine_name']}', not '{engine_name}'; "
             "resume with the same engine or start a new checkpoint."
         )
-    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    written = state["settings"]
+    changed = {k: (written[k], v) for k, v in settings.items() if k in written and written[k] != v}
     if changed:
         described = "; ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
         raise CheckpointError(

@@ -133,15 +133,22 @@ class Checkpointing:
     :param every: write after every ``every``-th epoch.
     :param resume: continue from ``path`` when that file exists. The settings that shape the run (learning
         rates, seed, batch size, the optimizer and its options, clipping, precision, the number of processes,
-        the engine's options) must be those it was written with: a changed one is refused by name.
+        the engine's options, the data) must be those it was written with: a changed one is refused by name.
+        ``steps`` and ``epochs`` count the whole run, so a resume asking for fewer steps than the checkpoint
+        has trained is refused too.
     :param overwrite: replace an existing file when not resuming (else an existing file is refused, so no
         run is lost by mistake).
+    :param settings: more settings a resume must match, by the names a refusal should give them (the command
+        line passes its model options and data source, e.g. ``{"--hidden": 400, "--split-train": "train"}``).
+        The training data themselves are always among the settings: their size, shape, dtype and a hash of
+        their contents.
     """
 
     path: str | Path
     every: int = 1
     resume: bool = False
     overwrite: bool = False
+    settings: Mapping | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))

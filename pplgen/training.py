@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pplgen import checkpoints, inference
-from pplgen.batches import WholeArguments, batches_for, checked_tensor, rows_in
+from pplgen.batches import WholeArguments, batches_for, checked_tensor, data_fingerprint, rows_in
 from pplgen.distributed import ShardScale, rank, shard, world_size
 from pplgen.engine import Engine
 from pplgen.evaluate import held_out_scores
@@ -205,6 +205,8 @@ def fit(
         "precision": execution.precision,
         "processes": world_size(),
         "engine_options": engine.options(),
+        "data": data_fingerprint(data),
+        **(dict(checkpoint.settings or {}) if checkpoint is not None else {}),
     }
     resuming = checkpoint is not None and checkpoint.resume and checkpoint.path.exists()
     epoch, skip = checkpoints.resume(result, schedule, settings) if resuming else (0, 0)
@@ -220,8 +222,22 @@ def fit(
         hide_progress=True if rank() else None if execution.progress is None else not execution.progress,
         data_plates=plates,
     )
+    if resuming:
+        _check_left_to_train(checkpoint.path, training_step.num_steps, run.total_steps, steps, epochs)
     _train(result, batches, schedule, run, epoch, skip)
     return result
+
+
+def _check_left_to_train(path, done, total, steps, epochs):
+    """A resume asks for no fewer steps than its checkpoint has trained (``steps`` and ``epochs`` count the run's
+    total); one asking for exactly those trains nothing and finishes the run (its evaluation, its files)."""
+    if done <= total:
+        return
+    asked = " and ".join(f"{name}={value}" for name, value in (("steps", steps), ("epochs", epochs)) if value)
+    raise checkpoints.CheckpointError(
+        f"{path} has trained {done} steps and {asked} ask for {total} in all (they count the whole run, not "
+        f"the steps to add); nothing was changed. Ask for more than {done} steps to continue the run."
+    )
 
 
 def _train(result, batches, schedule, run, epoch, skip):

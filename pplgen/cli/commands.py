@@ -98,7 +98,11 @@ def fit_command(args):
                 "samples": min(args.eval_samples, PERIODIC_EVAL_SAMPLES),
                 "ais_options": {"num_steps": min(args.ais_steps, PERIODIC_AIS_STEPS), "num_chains": args.ais_chains},
             },
-            checkpoint={"resume": args.resume, "overwrite": args.overwrite},
+            checkpoint={
+                "resume": args.resume,
+                "overwrite": args.overwrite,
+                "settings": _resume_settings(args, model_options, binarize),
+            },
         )
         if rank() == 0:
             print(image_summary(record))
@@ -255,6 +259,20 @@ def _refuse(kind, name, table, given, accepted):
             f"{kind} '{name}' does not take {', '.join(refused)}; "
             f"its options are {', '.join(takes) if takes else 'none'}"
         )
+
+
+def _resume_settings(args, model_options, binarize):
+    """What a ``--resume`` must match beyond :func:`pplgen.fit`'s own settings, by the flags that set it: the
+    model's architecture and the source of its data."""
+    flags = {keyword: flag for flag, keyword in MODEL_OPTIONS.items()}
+    architecture = {flags.get(keyword, keyword): _plain(value) for keyword, value in model_options.items()}
+    source = {"--data": args.data, "--split-train": args.split_train, "--binarize": binarize}
+    return {**architecture, **source}
+
+
+def _plain(value):
+    """A value as a checkpoint keeps it (tuples become lists, as they come back from the file)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _model_options(args, family):

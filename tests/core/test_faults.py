@@ -68,6 +68,16 @@ def test_resume_with_changed_settings_is_refused_by_name(tmp_path, changed):
         )
 
 
+def test_resume_on_other_data_is_refused_naming_the_data(tmp_path):
+    """The same shape, one value changed: the hash of the contents tells the data apart."""
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, checkpoint=path)
+    other = binary_data()
+    other[0, 0] = 1 - other[0, 0]
+    with pytest.raises(CheckpointError, match=r"other settings \(data was '\(64, 16\) float32, sha256 \w+', now"):
+        fit(small_vae(), "svi", other, epochs=2, batch_size=16, checkpoint=Checkpointing(path, resume=True))
+
+
 def test_an_existing_checkpoint_is_not_replaced_without_resume_or_overwrite(tmp_path):
     path = tmp_path / "checkpoint.pt"
     fit(small_vae(), "svi", binary_data(), epochs=1, checkpoint=path)

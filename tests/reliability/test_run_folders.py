@@ -136,3 +136,32 @@ def test_a_full_disk_while_the_checkpoint_is_written_is_one_line(tmp_path):
 def test_an_out_name_longer_than_the_file_system_allows_is_one_line(tmp_path, capsys):
     line = refused(fit_vae(tmp_path / ("x" * 300)), capsys)
     assert "File name too long" in line
+
+
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        (["--hidden", "32"], "--hidden was [16], now [32]"),
+        (["--split-train", "all"], "--split-train was 'train', now 'all'"),
+        (["--binarize", "stochastic"], "--binarize was 'threshold', now 'stochastic'"),
+    ],
+    ids=["architecture", "split", "binarization"],
+)
+def test_a_resume_with_another_architecture_or_other_data_is_refused_by_the_flag(tmp_path, capsys, changed, named):
+    out = tmp_path / "run"
+    assert main(fit_vae(out)) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    line = refused(fit_vae(out, "--resume", "--steps", "6", *changed), capsys)  # the last of a flag wins
+    assert named in line and "size mismatch" not in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_resume_asking_for_fewer_steps_than_were_trained_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(fit_vae(out, "--steps", "4")) == 0
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    line = refused(fit_vae(out, "--resume", "--steps", "2"), capsys)
+    assert "has trained 4 steps and steps=2 ask for 2 in all (they count the whole run" in line
+    assert (out / "metrics.json").read_bytes() == before
