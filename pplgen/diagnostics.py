@@ -193,12 +193,21 @@ def psis_khat(fitted, data, *, guide=None, num_samples=4000):
     log p(x, z) − log q(z) over ``num_samples`` draws; the arguments are those of :func:`to_inference_data`."""
     model, guide = _fitted_pair(fitted, guide)
     args = data if isinstance(data, tuple) else (data,)
-    log_weights = posterior_draws(model, guide, args, num_samples=num_samples).log_weights
-    _, khat = az.psislw(log_weights.double().cpu().numpy())
-    khat = float(khat)
-    # k̂ is inf (or nan) when the log-weights take a handful of values, as an exact guide's can in float32.
+    log_weights = posterior_draws(model, guide, args, num_samples=num_samples).log_weights.double().cpu()
+    khat = 0.0 if _bounded(log_weights) else float(az.psislw(log_weights.numpy())[1])
+    # ArviZ's k̂ is inf (or nan) when the Pareto fit degenerates; such a tail is not trusted.
     reading = next((label for bound, label in KHAT_READINGS if khat < bound), "unreliable")
     return PsisResult(khat, reading, num_samples)
+
+
+#: Log-weights within this many nats of each other are those of an exact guide up to float error.
+EXACT_SPREAD = 1e-3
+
+
+def _bounded(log_weights):
+    """Whether the weights are equal up to :data:`EXACT_SPREAD` (an exact guide, in float32): bounded weights
+    have no heavy tail (their Pareto k is at most 0), and the Pareto fit of a near-constant sample degenerates."""
+    return bool(torch.isfinite(log_weights).all()) and float(log_weights.max() - log_weights.min()) < EXACT_SPREAD
 
 
 def nuts_reference(model, *args, num_warmup=1000, num_samples=1000, num_chains=4, seed=0, coords=None, **kwargs):

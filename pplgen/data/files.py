@@ -10,6 +10,7 @@ rather than as a shape mismatch later:
 
 import gzip
 import importlib.util
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def _read_bytes(path):
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path}: corrupt or truncated gzip data ({error}); download the file again") from error
 
 
@@ -81,8 +82,8 @@ def read_amat(path):
     """
     try:
         pixels = np.loadtxt(path, dtype=np.uint8, ndmin=2)
-    except (ValueError, EOFError, gzip.BadGzipFile) as error:
-        raise ValueError(f"{path}: not a readable binarized-MNIST .amat file ({error})") from error
+    except (ValueError, EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: not a readable binarized-MNIST .amat file ({error}); download it again") from error
     if pixels.shape[1] != _IMAGE_SIZE or pixels.max(initial=0) > 1:
         raise ValueError(
             f"{path}: expected lines of {_IMAGE_SIZE} values 0 or 1, found shape {pixels.shape} "

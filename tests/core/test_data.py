@@ -242,6 +242,21 @@ def test_corrupt_gzip_is_reported(tmp_path):
         data.read_idx(path)
 
 
+def _garbled_gzip(content):
+    """A gzip stream whose compressed blocks were overwritten: the header reads, the inflating fails (zlib)."""
+    packed = bytearray(gzip.compress(content))
+    packed[12:40] = b"\xff" * 28
+    return bytes(packed)
+
+
+@pytest.mark.parametrize("reader, name", [("read_idx", "t10k-images-idx3-ubyte.gz"), ("read_amat", "test.amat.gz")])
+def test_a_garbled_gzip_file_is_one_named_error(tmp_path, reader, name):
+    path = tmp_path / name
+    path.write_bytes(_garbled_gzip(b"0 1 " * 2000))
+    with pytest.raises(ValueError, match=rf"{name}: .*download"):
+        getattr(data, reader)(path)
+
+
 def test_idx_images_of_the_wrong_size_are_reported(tmp_path):
     write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((2, 32, 32), np.uint8))
     with pytest.raises(ValueError, match=r"shape \(N, 28, 28\)"):
