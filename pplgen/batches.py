@@ -176,19 +176,33 @@ def _check_data(model, first, whole):
     pair fails: from the prior and without Pyro's value checks (which stop at the batch's first bad value
     without naming its row), leaving the RNG untouched."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), poutine.block(), pyro.validation_enabled(False), torch.no_grad():
-        try:
-            trace = poutine.trace(model).get_trace(*first)
-        except (ValueError, RuntimeError, TypeError, IndexError, NotImplementedError) as error:
-            raise ValueError(
-                f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}"
-            ) from error
-    _check_observations(trace, first, whole)
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+        try:  # with Pyro's checks on, a site that opts out of them (validate_args=False) can be told apart
+            trace, validated = poutine.trace(model).get_trace(*first), True
+        except (ValueError, RuntimeError, TypeError, IndexError, NotImplementedError):
+            with pyro.validation_enabled(False):
+                try:
+                    trace, validated = poutine.trace(model).get_trace(*first), False
+                except (ValueError, RuntimeError, TypeError, IndexError, NotImplementedError) as error:
+                    raise ValueError(
+                        f"the model fails on the first batch of data: {error}{dtype_hint(error, first, {})}"
+                    ) from error
+    _check_observations(trace, first, whole, honour_opt_outs=validated)
 
 
-def _check_observations(trace, first, whole):
+def check_held_out(model, data):
+    """The model scores the held-out ``data`` as evaluation will (each batch its single argument), each value
+    in the support of its site: checked before the first step, so that no epoch is trained before a failure."""
+    try:
+        _check_data(model, (data[:2],), (data,))
+    except ValueError as error:
+        raise ValueError(f"the evaluation data cannot be scored by the model: {error}") from None
+
+
+def _check_observations(trace, first, whole, honour_opt_outs=True):
     """The model observes the data, and every value of the whole data lies in the support of the site
-    observing it (``whole`` holds each argument's full data, or None where only batches are at hand)."""
+    observing it (``whole`` holds each argument's full data, or None where only batches are at hand), but at
+    sites built with ``validate_args=False`` (known only of a trace run with Pyro's checks on)."""
     observations = [site for site in trace.nodes.values() if is_sample_site(site) and is_observation(site)]
     if not observations:
         raise ValueError(
@@ -198,7 +212,7 @@ def _check_observations(trace, first, whole):
     for site in observations:
         for batch, data in zip(first, whole):
             if data is not None and _holds(batch, site["value"]):
-                _check_support(site, data)
+                _check_support(site, data, honour_opt_outs)
 
 
 def _holds(argument, value):
@@ -207,8 +221,8 @@ def _holds(argument, value):
     return argument is value or torch.equal(argument.reshape(value.shape), value)
 
 
-def _check_support(site, data):
-    if _opted_out_of_validation(site["fn"]):
+def _check_support(site, data, honour_opt_outs=True):
+    if honour_opt_outs and _opted_out_of_validation(site["fn"]):
         return
     support = site["fn"].support
     while isinstance(support, constraints.independent):  # .to_event(...) keeps the elementwise support

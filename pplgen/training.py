@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from pplgen import checkpoints, inference
-from pplgen.batches import WholeArguments, batches_for, checked_tensor, data_fingerprint, rows_in
+from pplgen.batches import WholeArguments, batches_for, check_held_out, checked_tensor, data_fingerprint, rows_in
 from pplgen.distributed import ShardScale, rank, shard, world_size
 from pplgen.engine import Engine
 from pplgen.evaluate import held_out_scores
@@ -190,6 +190,8 @@ def fit(
         batches.explain_failure(model, first)
         raise
     batches.check_against(probe.model_trace, first)
+    if valid_data is not None:
+        check_held_out(model, valid_data)
     plates = check_parallel(engine, probe, model, batches.first()) if world_size() > 1 else None
     if rank():
         pyro.set_rng_seed(rank_seed(seed, rank()))

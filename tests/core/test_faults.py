@@ -122,6 +122,21 @@ def test_grey_data_are_refused_whole_with_the_row_and_a_binarize_hint():
         fit(small_vae(), "svi", x, epochs=1, batch_size=16)
 
 
+@pytest.mark.parametrize(
+    "held_out, message",
+    [
+        (torch.ones(8, 17), "the evaluation data cannot be scored by the model: the model fails"),
+        (torch.full((8, 16), 0.5), "the evaluation data cannot be scored by the model: site 'x' observes"),
+    ],
+    ids=["785 columns", "grey"],
+)
+def test_evaluation_data_the_model_cannot_score_are_refused_before_the_first_step(tmp_path, held_out, message):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(ValueError, match=message):
+        fit(small_vae(), "svi", binary_data(), epochs=1, batch_size=16, evaluation=held_out, checkpoint=path)
+    assert not path.exists()
+
+
 def test_a_site_built_with_validate_args_false_scores_grey_data_as_its_author_asked():
     """Pyro's VAE example scores grey digits with ``Bernoulli(..., validate_args=False)``: the cross-entropy it
     asks for is trained, not refused."""
