@@ -99,6 +99,7 @@ class Batches:
             )
         if len(self) == 0:
             raise ValueError("data is empty: it has no batch to train on")
+        self._observing = ()  # the sites observing a Dataset's or DataLoader's batches, once the model has run
 
     def __len__(self):
         if isinstance(self.source, DataLoader):
@@ -129,8 +130,11 @@ class Batches:
 
     def check_against(self, model_trace, first):
         """The model observed the data in ``model_trace`` (its run on the ``first`` batch), and every row of
-        the data lies in the support of the site observing it."""
+        the data lies in the support of the site observing it: the whole tensor now, a ``Dataset``'s or
+        ``DataLoader``'s rows batch by batch as they arrive (:meth:`epoch`)."""
         _check_observations(model_trace, first, self._whole(first))
+        if self.source is not None:
+            self._observing = _observing_sites(model_trace, first)
 
     def explain_failure(self, model, first):
         """Raise what is wrong with the data when the pair fails on the ``first`` batch, if anything is."""
@@ -140,26 +144,45 @@ class Batches:
         return (self.tensor,) + (None,) * (len(first) - 1)
 
     def epoch(self, epoch, skip):
-        if isinstance(self.source, DataLoader):
-            for i, batch in enumerate(self.source):
-                if i >= skip:
-                    yield self._to_device(batch)
+        if self.source is None:
+            yield from self._tensor_epoch(epoch, skip)
             return
-        order = self._order(epoch)
-        starts = range(skip * self.batch_size, len(order), self.batch_size)
-        if self.tensor is not None:
-            order = order.to(self.device)
-            for start in starts:
-                yield (self.tensor[order[start : start + self.batch_size]],)
-        else:
-            loader = DataLoader(
-                self.source,
-                batch_size=self.batch_size,
-                sampler=order[starts.start :].tolist(),
-                generator=torch.Generator().manual_seed(self.seed),  # keeps the global RNG untouched
-            )
-            for batch in loader:
+        batches = (
+            self._loader_epoch(epoch, skip) if isinstance(self.source, DataLoader) else self._dataset_epoch(epoch, skip)
+        )
+        for index, batch in enumerate(batches, start=skip):
+            self._check_batch(batch, epoch, index)
+            yield batch
+
+    def _check_batch(self, batch, epoch, index):
+        """Every row of a batch from a ``Dataset`` or ``DataLoader`` lies in the support of the site observing
+        it, checked before the batch is trained on."""
+        for position, site in self._observing:
+            try:
+                _check_support(site, batch[position])
+            except ValueError as error:
+                raise ValueError(f"batch {index} of epoch {epoch} (rows counted within the batch): {error}") from None
+
+    def _loader_epoch(self, epoch, skip):
+        for i, batch in enumerate(self.source):
+            if i >= skip:
                 yield self._to_device(batch)
+
+    def _tensor_epoch(self, epoch, skip):
+        order = self._order(epoch).to(self.device)
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
+            yield (self.tensor[order[start : start + self.batch_size]],)
+
+    def _dataset_epoch(self, epoch, skip):
+        order = self._order(epoch)
+        loader = DataLoader(
+            self.source,
+            batch_size=self.batch_size,
+            sampler=order[skip * self.batch_size :].tolist(),
+            generator=torch.Generator().manual_seed(self.seed),  # keeps the global RNG untouched
+        )
+        for batch in loader:
+            yield self._to_device(batch)
 
     def _order(self, epoch):
         size = len(self.tensor if self.tensor is not None else self.source)
@@ -213,6 +236,17 @@ def _check_observations(trace, first, whole, honour_opt_outs=True):
         for batch, data in zip(first, whole):
             if data is not None and _holds(batch, site["value"]):
                 _check_support(site, data, honour_opt_outs)
+
+
+def _observing_sites(trace, first):
+    """``(argument position, site)`` for each observed site whose value is a whole argument of the batch."""
+    return [
+        (position, {"name": site["name"], "fn": site["fn"]})
+        for site in trace.nodes.values()
+        if is_sample_site(site) and is_observation(site)
+        for position, argument in enumerate(first)
+        if _holds(argument, site["value"])
+    ]
 
 
 def _holds(argument, value):

@@ -10,10 +10,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from pplgen import NonFiniteLossError, fit
 from pplgen.checkpoints import CheckpointError
 from pplgen.options import Checkpointing, Optimization
+from pplgen.step import TrainingStep
 from tests.support.cases import binary_data, small_vae
 
 
@@ -196,3 +198,26 @@ def test_a_model_that_observes_nothing_is_refused_when_given_data():
     for engine in ("svi", "rws"):
         with pytest.raises(ValueError, match="the model observes no site .* the data given to fit are never scored"):
             fit(model, engine, binary_data(), guide=guide, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "wrap", [TensorDataset, lambda *t: DataLoader(TensorDataset(*t), batch_size=16)], ids=["Dataset", "DataLoader"]
+)
+def test_grey_rows_past_the_first_batch_of_a_dataset_are_refused_before_they_are_trained_on(wrap):
+    """Only row 50 is grey: batches 0-2 train, batch 3 (which holds it) is refused naming its row."""
+    x = binary_data(n=64)
+    x[50, 3] = 0.4
+    steps = []
+    real = TrainingStep.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(args[0].clone())
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainingStep, "step", counted)
+        with pytest.raises(
+            ValueError, match=r"batch \d of epoch 0 .*site 'x' observes the data with a Bernoulli.*binarize"
+        ):
+            fit(small_vae(), "svi", wrap(x), epochs=1, batch_size=16)
+    assert all(((batch == 0) | (batch == 1)).all() for batch in steps)
