@@ -71,6 +71,12 @@ class WholeArguments:
     def check_against(self, model_trace, first):
         _check_observations(model_trace, first, self.arguments)
 
+    def loader_state(self):
+        return None
+
+    def load_loader_state(self, state):
+        """Arguments passed whole have no order to restore."""
+
     def explain_failure(self, model, first):
         _check_data(model, first, self.arguments)
 
@@ -100,6 +106,7 @@ class Batches:
         if len(self) == 0:
             raise ValueError("data is empty: it has no batch to train on")
         self._observing = ()  # the sites observing a Dataset's or DataLoader's batches, once the model has run
+        self._epoch_start = None  # a DataLoader's random states at the start of the current epoch
 
     def __len__(self):
         if isinstance(self.source, DataLoader):
@@ -164,9 +171,36 @@ class Batches:
                 raise ValueError(f"batch {index} of epoch {epoch} (rows counted within the batch): {error}") from None
 
     def _loader_epoch(self, epoch, skip):
-        for i, batch in enumerate(self.source):
+        """The user's ``DataLoader``, its order drawn at the epoch's start; a resumed epoch draws it again from
+        the random states its start had (:meth:`loader_state`), so a shuffle resumes exactly."""
+        if skip == 0 or self._epoch_start is None:
+            self._epoch_start = _random_states(self.source)
+            iterator = iter(self.source)
+        else:
+            now = torch.get_rng_state()
+            _set_random_states(self.source, self._epoch_start)
+            iterator = iter(self.source)
+            for _ in range(skip):
+                next(iterator)
+            torch.set_rng_state(now)
+            skip = 0
+        for i, batch in enumerate(iterator):
             if i >= skip:
                 yield self._to_device(batch)
+
+    def loader_state(self):
+        """What a checkpoint keeps of a user's ``DataLoader``: the random states at the current epoch's start
+        and its generators' states now (None for other data)."""
+        if not isinstance(self.source, DataLoader):
+            return None
+        return {"epoch_start": self._epoch_start, "now": _random_states(self.source)["generators"]}
+
+    def load_loader_state(self, state):
+        """Restore what :meth:`loader_state` returned."""
+        if state is None or not isinstance(self.source, DataLoader):
+            return
+        self._epoch_start = state["epoch_start"]
+        _set_random_states(self.source, {"torch": None, "generators": state["now"]})
 
     def _tensor_epoch(self, epoch, skip):
         order = self._order(epoch).to(self.device)
@@ -236,6 +270,29 @@ def _check_observations(trace, first, whole, honour_opt_outs=True):
         for batch, data in zip(first, whole):
             if data is not None and _holds(batch, site["value"]):
                 _check_support(site, data, honour_opt_outs)
+
+
+def _generators(loader):
+    """The generators a ``DataLoader`` draws its order and worker seeds from (its own, its sampler's)."""
+    found = [loader.generator, getattr(loader.sampler, "generator", None)]
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    found.append(getattr(getattr(batch_sampler, "sampler", None), "generator", None))
+    unique = []
+    for generator in found:
+        if generator is not None and all(generator is not g for g in unique):
+            unique.append(generator)
+    return unique
+
+
+def _random_states(loader):
+    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in _generators(loader)]}
+
+
+def _set_random_states(loader, states):
+    if states["torch"] is not None:
+        torch.set_rng_state(states["torch"])
+    for generator, state in zip(_generators(loader), states["generators"]):
+        generator.set_state(state)
 
 
 def _observing_sites(trace, first):

@@ -93,7 +93,7 @@ def check_resumable(path, state, engine_name, settings):
         )
 
 
-def save(result, schedule, epoch, skip, settings):
+def save(result, schedule, epoch, skip, settings, loader=None):
     """Rank 0 writes the checkpoint, with every rank's RNG states; the others wait until it is written."""
     rng = [rng_state()]
     if world_size() > 1:
@@ -107,7 +107,7 @@ def save(result, schedule, epoch, skip, settings):
             "trainer": result.training_step.state_dict(),
             "scheduler": None if schedule is None else schedule.state_dict(),
             "rng": rng,
-            "progress": {"epoch": epoch, "skip": skip},
+            "progress": {"epoch": epoch, "skip": skip, "loader": loader},
             "history": result.history,
             "evaluations": result.evaluations,
         }
@@ -134,7 +134,7 @@ def _first_line(error):
 
 
 def resume(result, schedule, settings):
-    """Load the checkpoint into the run; returns ``(epoch, batches to skip)``."""
+    """Load the checkpoint into the run; returns ``(epoch, batches to skip, the DataLoader's state)``."""
     state = read(result.checkpoint)
     check_resumable(result.checkpoint, state, result.engine.name, settings)
     try:
@@ -149,4 +149,4 @@ def resume(result, schedule, settings):
     set_rng_state(state["rng"][rank()])
     result.history = state["history"]
     result.evaluations = state["evaluations"]
-    return state["progress"]["epoch"], state["progress"]["skip"]
+    return state["progress"]["epoch"], state["progress"]["skip"], state["progress"].get("loader")

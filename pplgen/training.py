@@ -211,7 +211,8 @@ def fit(
         **(dict(checkpoint.settings or {}) if checkpoint is not None else {}),
     }
     resuming = checkpoint is not None and checkpoint.resume and checkpoint.path.exists()
-    epoch, skip = checkpoints.resume(result, schedule, settings) if resuming else (0, 0)
+    epoch, skip, loader = checkpoints.resume(result, schedule, settings) if resuming else (0, 0, None)
+    batches.load_loader_state(loader)
     run = _Run(
         total_steps=min(
             steps if steps is not None else math.inf,
@@ -272,7 +273,7 @@ def _train(result, batches, schedule, run, epoch, skip):
                 _end_of_epoch(result, schedule, run, epoch, bar)
             last = training_step.num_steps >= run.total_steps
             if result.checkpoint is not None and (last or (finished_epoch and epoch % run.checkpoint_every == 0)):
-                checkpoints.save(result, schedule, epoch, skip, run.settings)
+                checkpoints.save(result, schedule, epoch, skip, run.settings, batches.loader_state())
     finally:
         bar.close()
 

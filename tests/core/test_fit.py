@@ -291,3 +291,23 @@ def test_programs_whose_first_argument_is_not_the_data_train_with_the_rows_of_th
     pyro.clear_param_store()
     result = fit(model, "svi", data, guide=nothing, steps=2)
     assert [row["batch_size"] for row in result.history] == [rows, rows]
+
+
+@pytest.mark.parametrize(
+    "generator", [None, lambda: torch.Generator().manual_seed(11)], ids=["global RNG", "its own generator"]
+)
+@pytest.mark.parametrize("stop", [3, 4, 6], ids=["mid-epoch", "epoch boundary", "mid second epoch"])
+def test_a_shuffling_dataloader_resumes_exactly(tmp_path, generator, stop):
+    """A DataLoader that draws its own shuffle (from the global RNG or its generator), stopped at ``stop`` steps
+    of 4 per epoch and resumed with a fresh loader built alike: the losses are the uninterrupted run's."""
+
+    def loader():
+        return DataLoader(
+            TensorDataset(binary_data()), batch_size=16, shuffle=True, generator=generator and generator()
+        )
+
+    whole = fit(small_vae(), "svi", loader(), steps=9, seed=2)
+    path = tmp_path / "checkpoint.pt"
+    fit(small_vae(), "svi", loader(), steps=stop, seed=2, checkpoint=path)
+    resumed = fit(small_vae(seed=7), "svi", loader(), steps=9, seed=2, checkpoint=Checkpointing(path, resume=True))
+    assert losses(resumed) == losses(whole)
