@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
     ):
         fit(vae, BreaksAtStep(at=6), binary_data(), epochs=3, batch_size=16, checkpoint=path)
     state = torch.load(path, weights_only=True)
-    assert state["progress"] == {"epoch": 1, "skip": 0}
+    assert state["progress"] == {"epoch": 1, "skip": 0, "loader": None}
     assert all(torch.isfinite(p).all() for p in vae.parameters())
     assert not list(tmp_path.glob("*.tmp*"))
 
