@@ -9,6 +9,16 @@ tried again :data:`DOWNLOAD_RETRIES` times from its start; a 4xx answer
 fails at once. A file already in place is checked, never downloaded again,
 and refused (not replaced) when its digest differs.
 
+A transfer cannot hang: each file has a total deadline
+(``$PPLGEN_DOWNLOAD_DEADLINE`` seconds, default :data:`DEADLINE`), and a
+transfer slower than ``$PPLGEN_DOWNLOAD_MIN_RATE`` bytes per second (default
+:data:`MIN_RATE`) over :data:`RATE_WINDOW` seconds is stopped, each in one
+line naming the URL. Progress shows as a bar on a terminal and as a line every
+:data:`PROGRESS_EVERY` seconds otherwise. The temporary file is removed however
+the download ends (an error, Ctrl-C, SIGTERM), and a downloaded file gets the
+mode the umask gives new files (``0644`` under the usual ``022``), so a shared
+cache is readable by the group.
+
 Files go to ``root=`` when given, else to ``cache_folder() / name``. A mirror
 (``mirror=`` or ``$PPLGEN_DATA_MIRROR``) is an http(s) base URL laid out like
 the cache, ``<mirror>/<name>/<file>``:
@@ -18,13 +28,19 @@ the cache, ``<mirror>/<name>/<file>``:
 >>> folder = data.fetch("mnist-idx", mirror="http://data.example/pplgen")
 """
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pooch
 import requests
+import urllib3
+from tqdm.auto import tqdm
 
 _CACHE_ENV = "PPLGEN_DATA"
 _MIRROR_ENV = "PPLGEN_DATA_MIRROR"
@@ -80,6 +96,15 @@ DOWNLOADS = {
 
 #: How many times a broken or refused transfer is tried again; pooch waits 1 s, 2 s, ... in between.
 DOWNLOAD_RETRIES = 2
+#: Seconds a file's download may take in all (``$PPLGEN_DOWNLOAD_DEADLINE``).
+DEADLINE = 3600.0
+#: Bytes per second a transfer must keep up over :data:`RATE_WINDOW` seconds (``$PPLGEN_DOWNLOAD_MIN_RATE``).
+MIN_RATE = 1024.0
+RATE_WINDOW = 30.0
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 5.0
+#: Seconds a read may wait for the next bytes before the connection counts as broken (and is tried again).
+READ_TIMEOUT = 30.0
 
 
 class DownloadError(FileNotFoundError):
@@ -115,12 +140,33 @@ def _base_url(name, mirror):
     return f"{mirror.rstrip('/')}/{name}/"
 
 
+def _limit(variable, default):
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = -1.0
+    if not limit > 0:
+        raise ValueError(
+            f"${variable}={value!r} is not a positive number of {'seconds' if 'DEADLINE' in variable else 'bytes per second'}"
+        )
+    return limit
+
+
 class _Downloader(pooch.HTTPDownloader):
-    """pooch's HTTP downloader, except that a 4xx answer (absent, forbidden) fails at once: trying again cannot help."""
+    """pooch's HTTP downloader, streaming under a deadline and a minimum rate with progress (see the module
+    docs); a 4xx answer (absent, forbidden) fails at once: trying again cannot help."""
 
     def __call__(self, url, output_file, store, check_only=False):
+        if check_only:
+            return super().__call__(url, output_file, store, check_only=True)
         try:
-            return super().__call__(url, output_file, store, check_only=check_only)
+            with requests.get(url, stream=True, timeout=READ_TIMEOUT) as response:
+                response.raise_for_status()
+                with open(output_file, "w+b") as file:
+                    _copy(url, response, file)
         except requests.HTTPError as error:
             status = getattr(error.response, "status_code", None)
             if status is None or not 400 <= status < 500 or status in (408, 429):
@@ -129,6 +175,78 @@ class _Downloader(pooch.HTTPDownloader):
                 f"{url} answered {status} {error.response.reason}: the server does not give this file; pass "
                 f"mirror= (or set ${_MIRROR_ENV}) a server that does, or root= a folder that holds it"
             ) from error
+
+
+def _limits():
+    """The deadline and the minimum rate of a download, from the environment or the defaults."""
+    return _limit("PPLGEN_DOWNLOAD_DEADLINE", DEADLINE), _limit("PPLGEN_DOWNLOAD_MIN_RATE", MIN_RATE)
+
+
+def _copy(url, response, file):
+    """Write the body of ``response`` to ``file`` as it arrives, stopping a transfer past the deadline or below
+    the minimum rate (one :class:`DownloadError` naming the URL)."""
+    deadline, min_rate = _limits()
+    total = int(response.headers.get("Content-Length") or 0) or None
+    name = url.rsplit("/", 1)[-1]
+    start = window_start = last_line = time.monotonic()
+    received = window_bytes = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not sys.stderr.isatty()) as bar:
+        while chunk := _read_some(response):
+            file.write(chunk)
+            received += len(chunk)
+            window_bytes += len(chunk)
+            bar.update(len(chunk))
+            now = time.monotonic()
+            if now - start > deadline:
+                raise DownloadError(
+                    f"{url}: not complete after {deadline:g} s ({received} bytes); stopped. Try again later, "
+                    f"raise $PPLGEN_DOWNLOAD_DEADLINE, or pass mirror= a faster copy"
+                )
+            if now - window_start >= RATE_WINDOW:
+                rate = window_bytes / (now - window_start)
+                if rate < min_rate:
+                    raise DownloadError(
+                        f"{url}: {rate:.0f} bytes/s over the last {now - window_start:.0f} s, below "
+                        f"$PPLGEN_DOWNLOAD_MIN_RATE={min_rate:g}; stopped. Try again later or pass mirror= a faster copy"
+                    )
+                window_start, window_bytes = now, 0
+            if bar.disable and now - last_line >= PROGRESS_EVERY:
+                of = f" of {total / 1e6:.1f} MB ({100 * received / total:.0f} %)" if total else ""
+                print(f"downloading {name}: {received / 1e6:.1f} MB{of}", file=sys.stderr, flush=True)
+                last_line = now
+
+
+def _read_some(response):
+    """The bytes that have arrived (at most 64 KiB, at least one unless the body ended); a broken connection
+    is a ``requests`` error, as ``iter_content`` would raise (pooch tries it again)."""
+    try:
+        return response.raw.read1(1 << 16, decode_content=True)
+    except urllib3.exceptions.HTTPError as error:
+        raise requests.exceptions.ConnectionError(error) from error
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM raises ``SystemExit`` while a file downloads, so the temporary file is removed as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _readable_as_umask_allows(path):
+    """Give ``path`` the mode a new file gets under the umask (pooch's temporary file was ``0600``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _check_sha256(path, expected):
@@ -155,6 +273,7 @@ def _fetch(name, filename, access):
         _check_sha256(path, expected)
         return path
     base_url = _base_url(name, access.mirror)
+    _limits()  # a bad limit in the environment is named before anything is fetched
     store = pooch.create(
         path=folder,
         base_url=base_url,
@@ -163,7 +282,10 @@ def _fetch(name, filename, access):
     )
     url, attempts = store.get_url(filename), DOWNLOAD_RETRIES + 1
     try:
-        return Path(store.fetch(filename, downloader=_Downloader(progressbar=sys.stderr.isatty())))
+        with _terminate_as_exit():
+            path = Path(store.fetch(filename, downloader=_Downloader()))
+        _readable_as_umask_allows(path)
+        return path
     except ValueError as error:  # pooch's digest check; the download is already deleted
         raise DownloadError(f"refused {url} after {attempts} attempts: {error}") from error
     except requests.RequestException as error:

@@ -12,9 +12,14 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import re
+import signal
 import struct
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +88,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.path in self.server.trickles:  # one byte, then a pause, ... (each read resets a read timeout)
+            for byte in body:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(self.server.trickles[self.path])
+            return
         if self.server.cuts.get(self.path, 0) > 0:
             self.server.cuts[self.path] -= 1
             self.wfile.write(body[: len(body) // 2])
@@ -99,7 +113,7 @@ def server(tmp_path):
     """An HTTP server on 127.0.0.1 (a free port) serving ``tmp_path / "www"``."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    httpd.folder, httpd.requests, httpd.cuts = tmp_path / "www", [], {}
+    httpd.folder, httpd.requests, httpd.cuts, httpd.trickles = tmp_path / "www", [], {}, {}
     httpd.folder.mkdir()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
@@ -364,3 +378,79 @@ def test_pinned_fashion_mnist_digests_match_debians_copies():
         header = b"\x1f\x8b\x08\x08" + struct.pack("<I", stamps[stem[:5].rstrip("-")]) + debian[8:10]
         original = header + stem.encode() + b"\0" + debian[10:]
         assert hashlib.sha256(original).hexdigest() == digest, filename
+
+
+# --------------------------------------------------------------------------
+# Transfers that cannot hang, progress off a terminal, cleanup and modes
+# --------------------------------------------------------------------------
+
+
+def slow(server, name, filename, seconds_per_byte):
+    server.trickles[f"/origin/{name}/{filename}"] = seconds_per_byte
+
+
+def test_a_trickling_server_is_stopped_below_the_minimum_rate(published, server, cache, monkeypatch):
+    """One byte every 0.2 s (each read resets the read timeout): stopped after the 1 s window, in one line
+    naming the URL and the rate, with no temporary file left."""
+    monkeypatch.setattr(downloads, "RATE_WINDOW", 1.0)
+    monkeypatch.setenv("PPLGEN_DOWNLOAD_MIN_RATE", "100")
+    slow(server, "mnist-idx", "t10k-images-idx3-ubyte.gz", 0.2)
+    started = time.monotonic()
+    with pytest.raises(data.DownloadError, match=r"t10k-images-idx3-ubyte.gz: \d+ bytes/s over the last 1 s, below"):
+        data.load("mnist-idx", "test", download=True)
+    assert time.monotonic() - started < 10
+    assert files_in(cache) == []
+
+
+def test_a_download_past_its_deadline_is_stopped(published, server, cache, monkeypatch):
+    monkeypatch.setenv("PPLGEN_DOWNLOAD_DEADLINE", "0.5")
+    slow(server, "mnist-idx", "t10k-images-idx3-ubyte.gz", 0.01)
+    with pytest.raises(data.DownloadError, match=r"not complete after 0.5 s .*PPLGEN_DOWNLOAD_DEADLINE"):
+        data.load("mnist-idx", "test", download=True)
+    assert files_in(cache) == []
+
+
+def test_progress_shows_as_lines_off_a_terminal(published, server, cache, monkeypatch, capsys):
+    monkeypatch.setattr(downloads, "PROGRESS_EVERY", 0.05)
+    slow(server, "mnist-idx", "t10k-images-idx3-ubyte.gz", 0.001)
+    data.load("mnist-idx", "test", download=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("downloading ")]
+    assert lines and re.fullmatch(r"downloading t10k-images-idx3-ubyte.gz: [\d.]+ MB of [\d.]+ MB \(\d+ %\)", lines[0])
+
+
+def test_a_bad_limit_in_the_environment_is_named(published, server, cache, monkeypatch):
+    monkeypatch.setenv("PPLGEN_DOWNLOAD_MIN_RATE", "fast")
+    with pytest.raises(ValueError, match=r"\$PPLGEN_DOWNLOAD_MIN_RATE='fast' is not a positive number"):
+        data.load("mnist-idx", "test", download=True)
+
+
+def test_downloaded_files_get_the_mode_the_umask_gives(published, server, cache):
+    previous = os.umask(0o022)
+    try:
+        data.load("mnist-idx", "test", download=True)
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in files_in(cache)}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_sigterm_during_a_download_leaves_no_temporary_file(published, server, cache):
+    """A real process, terminated while a file trickles in: pooch's temporary file goes with it."""
+    slow(server, "mnist-idx", "t10k-images-idx3-ubyte.gz", 0.05)
+    script = (
+        "import sys\n"
+        "from pplgen import data\n"
+        "from pplgen.data import downloads\n"
+        f"downloads.DOWNLOADS = {{'mnist-idx': data.Download({server.url + '/origin/mnist-idx/'!r}, "
+        f"{downloads.DOWNLOADS['mnist-idx'].sha256!r})}}\n"
+        "data.load('mnist-idx', 'test', download=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not files_in(cache) and time.monotonic() < deadline:  # pooch's temporary file, being filled
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert files_in(cache), process.stderr.read() if process.poll() is not None else "the download never started"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert files_in(cache) == []
