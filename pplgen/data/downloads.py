@@ -259,6 +259,23 @@ def _check_sha256(path, expected):
         )
 
 
+def _check_writable(folder, root):
+    """The folder downloads go to can be created and written, or one line says which and what to do."""
+    where = "root=" if root is not None else f"the download cache (${_CACHE_ENV} or the user cache folder)"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(
+            f"cannot create {folder}, {where}: {error.strerror or error}; set ${_CACHE_ENV} to a writable folder "
+            "or pass root= (--root) one"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DownloadError(
+            f"cannot write {folder}, {where}: it is read-only here; set ${_CACHE_ENV} to a writable folder or pass "
+            "root= (--root) one"
+        )
+
+
 def _download_folder(name, root):
     """Where downloads of ``name`` go: ``root`` when given, else its subfolder of the cache."""
     return Path(root) if root is not None else cache_folder() / name
@@ -274,6 +291,7 @@ def _fetch(name, filename, access):
         return path
     base_url = _base_url(name, access.mirror)
     _limits()  # a bad limit in the environment is named before anything is fetched
+    _check_writable(folder, access.root)
     store = pooch.create(
         path=folder,
         base_url=base_url,

@@ -454,3 +454,28 @@ def test_sigterm_during_a_download_leaves_no_temporary_file(published, server, c
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
     assert files_in(cache) == []
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_a_cache_that_cannot_be_written_is_one_named_error(published, server, cache, monkeypatch, tmp_path, kind):
+    if kind == "a file":
+        target = tmp_path / "not-a-folder"
+        target.write_text("")
+    else:  # a read-only mount, as the file system reports it (root could write a folder of mode 0555)
+        target = tmp_path / "read-only"
+        target.mkdir()
+        monkeypatch.setattr(downloads.os, "access", lambda path, mode: not str(path).startswith(str(target)))
+    monkeypatch.setenv("PPLGEN_DATA", str(target))
+    with pytest.raises(data.DownloadError, match=r"cannot (create|write) .*the download cache .*set \$PPLGEN_DATA"):
+        data.load("mnist-idx", "test", download=True)
+
+
+def test_the_command_line_reports_an_unwritable_cache_in_one_line(
+    published, server, cache, monkeypatch, tmp_path, capsys
+):
+    target = tmp_path / "not-a-folder"
+    target.write_text("")
+    monkeypatch.setenv("PPLGEN_DATA", str(target))
+    status = main(["fit", "vae", "--data", "mnist-idx", "--download", "--steps", "1", "--out", str(tmp_path / "run")])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(errors) == 1 and errors[0].startswith("pplgen: error: cannot create"), errors
