@@ -38,6 +38,7 @@ from pplgen.distributed import ShardScale, rank, shard, world_size
 from pplgen.engine import Engine
 from pplgen.evaluate import held_out_scores
 from pplgen.launching import check_parallel, launch, rank_seed
+from pplgen.memory import check_particle_memory, out_of_memory
 from pplgen.options import Checkpointing, Evaluation, Execution, Optimization, as_options
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.step import NonFiniteLossError, TrainingStep
@@ -190,6 +191,7 @@ def fit(
         batches.explain_failure(model, first)
         raise
     batches.check_against(probe.model_trace, first)
+    check_particle_memory(probe, getattr(engine, "num_particles", 1), fabric.device, engine.name)
     if valid_data is not None:
         check_held_out(model, valid_data)
     plates = check_parallel(engine, probe, model, batches.first()) if world_size() > 1 else None
@@ -285,6 +287,13 @@ def _step(training_step, batch, plates, checkpoint):
     try:
         with scale:
             return training_step.step(*mine)
+    except RuntimeError as error:
+        if not out_of_memory(error):
+            raise
+        raise ValueError(
+            f"step {training_step.num_steps + 1} could not get its memory ({str(error).strip().splitlines()[0]}); "
+            "use fewer particles or a smaller batch"
+        ) from None
     except NonFiniteLossError as error:
         note = (
             f" The last checkpoint, {checkpoint}, is intact." if checkpoint is not None and checkpoint.exists() else ""

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import pplgen
 from pplgen import NonFiniteLossError, fit
 from pplgen.checkpoints import CheckpointError
 from pplgen.options import Checkpointing, Optimization
@@ -221,3 +222,27 @@ def test_grey_rows_past_the_first_batch_of_a_dataset_are_refused_before_they_are
         ):
             fit(small_vae(), "svi", wrap(x), epochs=1, batch_size=16)
     assert all(((batch == 0) | (batch == 1)).all() for batch in steps)
+
+
+def test_particles_beyond_the_free_memory_are_refused_before_anything_is_allocated(monkeypatch):
+    """1,000 particles of a 16-pixel VAE at batch 16 need at least 2.5 MB for their site values and densities;
+    with 1 MB free the fit is refused by name, with the largest count that fits."""
+    monkeypatch.setattr("pplgen.memory.available_bytes", lambda device: 10**6)
+    with pytest.raises(
+        ValueError, match=r"iwae with num_particles=1000 needs at least .* GB .* use at most \d+ particles"
+    ):
+        fit(small_vae(), pplgen.inference.get("iwae", num_particles=1000), binary_data(), steps=1, batch_size=16)
+
+
+def test_a_step_the_allocator_refuses_is_one_line(monkeypatch):
+    def refused(self, *args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 31360000000 bytes.\n(more)"
+        )
+
+    monkeypatch.setattr(TrainingStep, "step", refused)
+    with pytest.raises(
+        ValueError, match=r"^step 1 could not get its memory \(\[enforce fail .*\); use fewer particles"
+    ) as caught:
+        fit(small_vae(), "svi", binary_data(), steps=1, batch_size=16)
+    assert "\n" not in str(caught.value)

@@ -165,3 +165,10 @@ def test_a_resume_asking_for_fewer_steps_than_were_trained_is_refused(tmp_path, 
     line = refused(fit_vae(out, "--resume", "--steps", "2"), capsys)
     assert "has trained 4 steps and steps=2 ask for 2 in all (they count the whole run" in line
     assert (out / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("engine, particles", [("iwae", "100000000"), ("svi", "1000000000")])
+def test_particles_far_beyond_the_machine_are_refused_in_one_line_before_any_step(tmp_path, capsys, engine, particles):
+    line = refused(fit_vae(tmp_path / "run", "--engine", engine, "--particles", particles), capsys)
+    assert f"{engine} with num_particles={particles} needs at least" in line and "GB are free" in line
+    assert not (tmp_path / "run").exists()
