@@ -108,6 +108,15 @@ def sum_gradients(params):
             p.grad = grad.view_as(p).clone() if was_reached else None
 
 
+def lost_peer(error):
+    """Whether ``error`` is the collective backend reporting that another process went away (gloo's closed or
+    reset connection, NCCL's failed communicator)."""
+    if isinstance(error, dist.DistBackendError):
+        return True
+    text = str(error)
+    return "gloo" in text and ("Connection" in text or "peer" in text) or "NCCL communicator" in text
+
+
 def shard(batch, index, count):
     """Rank ``index``'s rows of each tensor argument with the batch's rows (the first tensor argument's
     length); other arguments are passed whole. Shards are contiguous and differ in size by at most one row."""

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from pplgen import checkpoints, inference
 from pplgen.batches import WholeArguments, batches_for, check_held_out, checked_tensor, data_fingerprint, rows_in
-from pplgen.distributed import ShardScale, rank, shard, world_size
+from pplgen.distributed import ShardScale, lost_peer, rank, shard, world_size
 from pplgen.engine import Engine
 from pplgen.evaluate import held_out_scores
 from pplgen.launching import check_parallel, launch, rank_seed
@@ -288,6 +288,8 @@ def _step(training_step, batch, plates, checkpoint):
         with scale:
             return training_step.step(*mine)
     except RuntimeError as error:
+        if world_size() > 1 and lost_peer(error):
+            raise ValueError(_lost_process(training_step.num_steps + 1, checkpoint)) from None
         if not out_of_memory(error):
             raise
         raise ValueError(
@@ -299,6 +301,17 @@ def _step(training_step, batch, plates, checkpoint):
             f" The last checkpoint, {checkpoint}, is intact." if checkpoint is not None and checkpoint.exists() else ""
         )
         raise NonFiniteLossError(f"{error}{note}") from None
+
+
+def _lost_process(step, checkpoint):
+    """One line for a run that lost a process (killed, or its machine gone) at ``step``."""
+    lost = f"rank {1 - rank()}" if world_size() == 2 else "another rank"
+    where = (
+        f"; the last checkpoint is {checkpoint}: resume from it"
+        if checkpoint is not None and checkpoint.exists()
+        else "; no checkpoint was written yet"
+    )
+    return f"{lost} of this {world_size()}-process run stopped during step {step}, so rank {rank()} stopped too{where}"
 
 
 def _end_of_epoch(result, schedule, run, epoch, bar):

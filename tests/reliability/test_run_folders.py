@@ -2,8 +2,12 @@
 describes one run, and faults of the machine (a full disk, Ctrl-C, an over-long name) in one line."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +176,36 @@ def test_particles_far_beyond_the_machine_are_refused_in_one_line_before_any_ste
     line = refused(fit_vae(tmp_path / "run", "--engine", engine, "--particles", particles), capsys)
     assert f"{engine} with num_particles={particles} needs at least" in line and "GB are free" in line
     assert not (tmp_path / "run").exists()
+
+
+def _children(pid):
+    """The pids of ``pid``'s child processes (Linux's /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the second process through Linux's /proc")
+def test_a_killed_rank_ends_the_run_in_one_line_from_rank_0_naming_it(tmp_path):
+    """Two processes on CPU; the second is killed mid-run: rank 0 stops, and prints one line naming rank 1 and
+    the checkpoint to resume from."""
+    out = tmp_path / "run"
+    argv = [*fit_vae(out, "--devices", "2", "--steps", "100000", "--eval-every", "1")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "pplgen", *argv], env=environment, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (second,) = _children(launcher.pid)
+        os.kill(second, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    errors = [line for line in stderr.splitlines() if line.startswith("pplgen: error:")]
+    assert launcher.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert errors == [
+        f"pplgen: error: rank 1 of this 2-process run stopped during step {errors[0].split('step ')[1].split(',')[0]}, "
+        f"so rank 0 stopped too; the last checkpoint is {out / 'checkpoint.pt'}: resume from it"
+    ]
