@@ -8,6 +8,7 @@ attributes of :class:`pplgen.engine.Engine`), so no other file names engines.
 
 from pplgen.engine import Engine
 from pplgen.inference.avb import AVB
+from pplgen.inference.disarm import DisARM
 from pplgen.inference.gan import GAN
 from pplgen.inference.iwae import IWAE
 from pplgen.inference.nvil import NVIL
@@ -25,6 +26,7 @@ ENGINES = {
     "vimco": VIMCO,
     "avb": AVB,
     "gan": GAN,
+    "disarm": DisARM,
 }
 
 

@@ -255,11 +255,12 @@ def check_explicit_guide(probe, user, advice=None):
             )
 
 
-def check_independent_guide_sites(probe, engine_name, option):
+def check_independent_guide_sites(probe, engine_name, option, remedy=None):
     """No guide site's parameters depend on another latent.
 
     Estimators that detach the guide's parameters in log q (``stl``, DReG) drop
-    the path through such a dependency and would be biased.
+    the path through such a dependency and would be biased; ``remedy`` says what
+    to do instead of dropping the option (for an engine without one, ``option`` None).
     """
     latents = []
     for site in probe.sites(probe.guide_trace, observed=False):
@@ -271,10 +272,11 @@ def check_independent_guide_sites(probe, engine_name, option):
             )
             for parent, grad in zip(upstream, grads):
                 if grad is not None:
+                    configured = engine_name if option is None else f"{engine_name} with {option}"
                     raise UnsupportedModelError(
                         f"site '{site['name']}': its guide distribution depends on latent '{parent['name']}', "
-                        f"so {engine_name} with {option} would drop that path and be biased; "
-                        f"use {engine_name} without {option}."
+                        f"so {configured} would drop that path and be biased; "
+                        f"{remedy or f'use {engine_name} without {option}'}."
                     )
         latents.append(site)
 

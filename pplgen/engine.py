@@ -96,6 +96,8 @@ class Engine(torch.nn.Module):
     sums_out_enumerated: ClassVar[bool] = False
     #: Whether the engine sums guide sites that ask to be enumerated over their support, weighted by q.
     sums_out_guide_enumeration: ClassVar[bool] = False
+    #: Whether the engine's estimator is defined for binary (Bernoulli) guide sites only.
+    binary_latents_only: ClassVar[bool] = False
     #: The engine (with its default options) trains on dreams, data drawn from the model in place of the
     #: observed arguments (:mod:`pplgen.dreams`), so it refuses models that cannot be dreamed.
     dreams: ClassVar[bool] = False

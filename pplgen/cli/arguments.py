@@ -113,7 +113,11 @@ def _add_engine_arguments(group):
         metavar="K",
         help="particles per datum (every engine; default 5 for iwae, rws and vimco, else 1)",
     )
-    option("--estimator", metavar="NAME", help="guide gradient estimator, 'standard' or 'dreg' (iwae)")
+    option(
+        "--estimator",
+        metavar="NAME",
+        help="guide gradient estimator: 'standard' or 'dreg' (iwae), 'disarm' or 'arm' (disarm)",
+    )
     option("--stl", action="store_true", help="'sticking the landing' estimator (svi)")
     option("--analytic-kl", action="store_true", help="closed-form KL where known (svi)")
     option("--phi", choices=["wake", "sleep", "both"], help="the guide's update (rws; default wake)")

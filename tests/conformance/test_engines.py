@@ -112,7 +112,7 @@ def test_the_readme_shows_this_table():
 
 def test_the_engines_named_in_refusals_are_the_registrys():
     assert per_site_engines() == ["svi", "wake_sleep", "nvil"]
-    assert score_function_engines() == ["wake_sleep", "rws", "nvil", "vimco"]
+    assert score_function_engines() == ["wake_sleep", "rws", "nvil", "vimco", "disarm"]
 
 
 @pytest.mark.parametrize("name", ENUMERATED_MODELS + ENUMERATED_GUIDES)

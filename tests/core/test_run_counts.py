@@ -41,6 +41,24 @@ def guide(x):
         pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
 
 
+def binary_model(x):
+    weight = pyro.param("weight", torch.ones(2))
+    with pyro.plate("data", len(x)):
+        h = pyro.sample("z", dist.Bernoulli(0.5).expand([2]).to_event(1))
+        pyro.sample("x", dist.Normal(h * weight, 1.0).to_event(1), obs=x)
+
+
+def binary_guide(x):
+    probs = pyro.param("q_probs", torch.full((2,), 0.5), constraint=dist.constraints.unit_interval)
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Bernoulli(probs).to_event(1))
+
+
+def programs_for(engine):
+    """The Gaussian pair, or a Bernoulli one for an engine of binary latents."""
+    return (binary_model, binary_guide) if engine.binary_latents_only else (model, guide)
+
+
 x = torch.linspace(-2.0, 2.0, 16).reshape(8, 2)
 
 
@@ -54,8 +72,8 @@ def runs(*programs):
 @pytest.mark.parametrize("name", sorted(inference.ENGINES))
 def test_fit_runs_the_pair_once_to_probe_it_and_then_only_its_steps(name):
     pyro.clear_param_store()
-    counted_model, counted_guide = Counted(model), Counted(guide)
     engine = inference.get(name)
+    counted_model, counted_guide = (Counted(program) for program in programs_for(engine))
     result = pplgen.fit(counted_model, engine, x, guide=counted_guide if engine.needs_guide else None, steps=1)
     first = runs(counted_model, counted_guide)
     result.engine(result.model, result.guide, x)  # a second step of the planned pair: no probe

@@ -36,7 +36,7 @@ def expected_refusal(script, engine):
     """The fragment of the refusal ``engine`` must give the script's model, from the engine's traits, or None
     when it must train it: the sigmoid belief net's latents are Bernoulli (no rsample); the deep Markov model
     anneals its KL terms (sites of a datum scaled apart) and observes slices of its data argument (no dream
-    can take their place)."""
+    can take their place); the sparse gamma DEF's and M2's latents are not all binary."""
     traits = pplgen.inference.ENGINES[engine]
     if script == "sigmoid_belief_net" and traits.requires_rsample:
         return "site 'h1' is a Bernoulli and has no rsample"
@@ -44,6 +44,8 @@ def expected_refusal(script, engine):
         return "importance weights need every site of a datum scaled alike"
     if script == "deep_markov_model" and traits.dreams:
         return "cannot tell which model argument holds the data observed at site 'x_1'"
+    if script in ("sparse_gamma_def", "semi_supervised_vae") and traits.binary_latents_only:
+        return "not a Bernoulli"
     return None
 
 

@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 
 from pplgen.bounds import log_mean_exp
+from pplgen.checks import UnsupportedModelError
 from pplgen.inference import get
 from pplgen.models import SigmoidBeliefNet
 from pplgen.particles import is_sample_site
@@ -241,3 +242,54 @@ def test_nvil_control_variates_cut_the_guide_gradient_variance(sbn, x):
     ratio = guide_gradient_variance(nvil, sbn, x, rescale) / guide_gradient_variance(reinforce, sbn, x)
     print(f"nvil / REINFORCE guide-gradient variance: {ratio:.3f}")
     assert ratio < 0.4
+
+
+@pytest.fixture
+def one_layer_sbn(float64):
+    """One layer of three binary units over six pixels: units independent given x, as DisARM's pairs need."""
+    torch.manual_seed(4)
+    net = SigmoidBeliefNet(layers=(3,), observed=6).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 1.0)
+    return net
+
+
+def one_layer_elbo(sbn, x):
+    """The ELBO summed over data, its expectation taken over all 8 configurations of h1."""
+    bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.float64)
+    with pyro.plate("configurations", 8, dim=-2):
+        data = {"h1": bits.unsqueeze(1).expand(8, len(x), 3)}
+        log_p = _log_density(poutine.trace(poutine.condition(sbn.model, data=data)).get_trace(x))
+        log_q = _log_density(poutine.trace(poutine.condition(sbn.guide, data=data)).get_trace(x))
+    return (log_q.exp() * (log_p - log_q)).sum()
+
+
+@pytest.mark.parametrize("estimator", ["disarm", "arm"])
+@pytest.mark.parametrize("num_particles", [2, 4])
+def test_disarm_and_arm_expected_gradients_are_the_elbo_gradient(one_layer_sbn, x, estimator, num_particles):
+    engine = get("disarm", estimator=estimator, num_particles=num_particles)
+    for params in parameter_groups(one_layer_sbn).values():
+        estimate, error = monte_carlo_gradient(engine, one_layer_sbn, x, params)
+        assert_matches(estimate, error, exact_gradient(one_layer_elbo(one_layer_sbn, x), params))
+
+
+def test_disarm_has_less_guide_gradient_variance_than_arm_and_reinforce_on_the_same_net(one_layer_sbn, x):
+    """The recognition net's gradient, 40 estimates of 500 replicas each (seed 0): the summed variance of
+    DisARM's is below ARM's (DisARM is ARM integrated over u), itself below REINFORCE's with two particles."""
+    guide = parameter_groups(one_layer_sbn)["guide"]
+    errors = {
+        name: monte_carlo_gradient(engine, one_layer_sbn, x, guide)[1]
+        for name, engine in {
+            "disarm": get("disarm"),
+            "arm": get("disarm", estimator="arm"),
+            "reinforce": get("nvil", num_particles=2, baseline=None, normalize=False, local_signals=False),
+        }.items()
+    }
+    total = {name: error.pow(2).sum().item() for name, error in errors.items()}
+    assert total["disarm"] < total["arm"] < total["reinforce"], total
+
+
+def test_disarm_refuses_a_layered_guide_by_name(sbn, x):
+    with pytest.raises(UnsupportedModelError, match="site 'h2': its guide distribution depends on latent 'h1'.*disarm"):
+        get("disarm").check(sbn.model, sbn.guide, x)

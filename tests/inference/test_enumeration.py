@@ -98,8 +98,11 @@ def test_with_nothing_left_to_draw_the_elbo_and_the_held_out_score_are_log_p_x()
 
 
 def test_fit_trains_the_mixture_with_every_engine_that_sums_it_out():
-    """50 steps each (seed 0): the loss falls, and the locations move."""
+    """50 steps each (seed 0): the loss falls, and the locations move (engines for binary guides aside: the
+    guide draws a Gaussian shift)."""
     for name in pplgen.inference.enumerating_engines():
+        if pplgen.inference.ENGINES[name].binary_latents_only:
+            continue
         pyro.clear_param_store()
         result = pplgen.fit(mixture, name, x, guide=shift_guide, steps=50, optimization={"lr": 0.05})
         assert sum(result.metric("loss")[-10:]) < sum(result.metric("loss")[:10]), name

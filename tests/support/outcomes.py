@@ -93,6 +93,50 @@ DISCRETE_MODEL = Refusal(
     "without rsample",
 )
 DENSITY_TERM = Refusal(("factor_in_model",), "is a pyro.factor")
+NOT_BERNOULLI = Refusal(
+    (
+        "global_latent",
+        "vae_local_latents",
+        "global_and_local_latents",
+        "mixed_discrete_continuous",
+        "gaussian_mixture",
+        "nested_plates",
+        "sparse_gamma_siblings",
+        "sibling_plates_same_size",
+        "plate_reuse",
+        "plate_stack",
+        "block_plate_global",
+        "sequential_plate",
+        "sequential_plate_subsampled",
+        "sequential_in_vectorized_plate",
+        "vectorized_subsample",
+        "param_event_dim_in_plate",
+        "mask_false_in_model",
+        "mask_true_in_model",
+        "mask_false_in_model_and_guide",
+        "mask_true_in_model_and_guide",
+        "tensor_mask_in_plate",
+        "dist_mask_latents",
+        "broadcast_mask_nested",
+        "scale_whole_program",
+        "tensor_scale_in_plate",
+        "factor_in_model",
+        "factor_in_guide_rsample",
+        "deterministic_site",
+        "auxiliary_guide_site",
+        "reparam_decentered",
+        "multivariate_normal_obs",
+        "ordered_logistic_obs",
+        "markov_time_series",
+        "pyro_module_methods",
+        "no_trainable_parameters",
+        "enumerated_mixture_in_model",
+        "enumerated_markov_chain",
+        "enumerated_topics_in_nested_plates",
+    ),
+    "not a Bernoulli",
+)
+
 
 ENGINES = {
     "svi": Row(
@@ -122,6 +166,11 @@ ENGINES = {
         {"discriminator": (8,)},
         (MODEL_FAILS, UNREPARAMETERIZED_DATA, DISCRETE_MODEL, DENSITY_TERM, UNDREAMABLE, NO_OBSERVATION),
         variants=({"discriminator": (8,), "gradient_penalty": 1.0, "discriminator_steps": 2},),
+    ),
+    "disarm": Row(
+        {"num_particles": 2},
+        (UNEQUAL_SCALES, POINT_ESTIMATE, NOT_BERNOULLI),
+        variants=({"num_particles": 4, "estimator": "arm"},),
     ),
 }
 
