@@ -10,8 +10,11 @@ from pplgen.engine import Engine
 from pplgen.inference.avb import AVB
 from pplgen.inference.disarm import DisARM
 from pplgen.inference.gan import GAN
+from pplgen.inference.gumbel import Gumbel
 from pplgen.inference.iwae import IWAE
 from pplgen.inference.nvil import NVIL
+from pplgen.inference.rebar import Rebar
+from pplgen.inference.relax import Relax
 from pplgen.inference.rws import RWS
 from pplgen.inference.svi import SVI
 from pplgen.inference.vimco import VIMCO
@@ -27,6 +30,9 @@ ENGINES = {
     "avb": AVB,
     "gan": GAN,
     "disarm": DisARM,
+    "gumbel": Gumbel,
+    "rebar": Rebar,
+    "relax": Relax,
 }
 
 
@@ -43,8 +49,26 @@ def guided_engines() -> list[str]:
 
 
 def score_function_engines() -> list[str]:
-    """Names of the registered engines that train guides without ``rsample``."""
-    return [name for name, engine in ENGINES.items() if engine.needs_guide and not engine.requires_rsample]
+    """Names of the registered engines that train guides without ``rsample``, whatever their sites' kind (not
+    those for binary sites only, nor those that relax discrete sites)."""
+    return [
+        name
+        for name, engine in ENGINES.items()
+        if engine.needs_guide
+        and not engine.requires_rsample
+        and not engine.binary_latents_only
+        and not engine.relaxes_discrete
+    ]
+
+
+def binary_engines() -> list[str]:
+    """Names of the registered engines whose estimator is defined for binary (Bernoulli) guide sites only."""
+    return [name for name, engine in ENGINES.items() if engine.binary_latents_only]
+
+
+def unrelaxed_engines() -> str:
+    """The advice of a relaxation engine's refusal: the engines that train discrete sites as they are drawn."""
+    return f"{', '.join(score_function_engines())}, or (binary sites) {', '.join(binary_engines())}"
 
 
 def per_site_engines() -> list[str]:
@@ -96,6 +120,7 @@ __all__ = [
     "SVI",
     "VIMCO",
     "WakeSleep",
+    "binary_engines",
     "engines_without_dreams",
     "enumerating_engines",
     "get",
@@ -106,4 +131,5 @@ __all__ = [
     "pathwise_engines",
     "per_site_engines",
     "score_function_engines",
+    "unrelaxed_engines",
 ]

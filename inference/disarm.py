@@ -36,7 +36,7 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 
-from pplgen.checks import UnsupportedModelError, check_independent_guide_sites, distribution_name
+from pplgen.checks import UnsupportedModelError, check_independent_guide_sites, distribution_name, registry
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.particles import PARTICLE_PLATE, log_weights
 from pplgen.sampling import Drawing
@@ -112,7 +112,7 @@ class DisARM(ParticleEngine):
         dim = particles.particle_dim - fn.event_dim
         value = site["value"]
         b, b_tilde = value.narrow(dim, 0, half), value.narrow(dim, half, half)
-        f = _aligned(signal, particles, fn.event_dim)
+        f = aligned(signal, particles, fn.event_dim)
         f, f_tilde = f.narrow(dim, 0, half), f.narrow(dim, half, half)
         if self.estimator == "disarm":
             logits = _bernoulli(fn).logits.expand(value.shape).narrow(dim, 0, half).detach()
@@ -129,10 +129,14 @@ class DisARM(ParticleEngine):
             if _bernoulli(site["fn"]) is None:
                 raise UnsupportedModelError(
                     f"guide site '{site['name']}' is a {distribution_name(site['fn'])}, not a Bernoulli: disarm's "
-                    "antithetic pairs are defined for binary units; use nvil, vimco or rws for other sites."
+                    f"antithetic pairs are defined for binary units; use {', '.join(registry().score_function_engines())} for "
+                    "other sites."
                 )
         check_independent_guide_sites(
-            probe, self.name, None, remedy="its antithetic pairs need units independent given x; use nvil or vimco"
+            probe,
+            self.name,
+            None,
+            remedy=f"its antithetic pairs need units independent given x; use {', '.join(registry().score_function_engines())}",
         )
         return probe
 
@@ -147,7 +151,7 @@ def _bernoulli(fn):
     return fn if isinstance(fn, dist.Bernoulli) else None
 
 
-def _aligned(per_factor, particles, event_dim):
+def aligned(per_factor, particles, event_dim):
     """``(K, *factor_sizes)`` values placed at the particle and factor dims of a site's value, with its event
     dims after them."""
     ndim = -particles.particle_dim

@@ -191,10 +191,15 @@ def _enumerated_particle(model, guide, args, kwargs, engine_name, options):
 
 
 def _scored(particles):
-    """``particles``, once every site's log-density has reduced to the particles' factor shape."""
+    """``particles``, once every site's log-density shape (that of its distribution's batch, broadcast with its
+    value's) has reduced to the particles' factor shape. The densities are not evaluated: an engine may score a
+    site at values of its own (a relaxation) with another density."""
     for trace in (particles.model_trace, particles.guide_trace):
         for site in particles.sites(trace):
-            particles.reduce(_log_prob_shaped(site))
+            fn, value = site["fn"], site["value"]
+            batch = value.shape[: value.dim() - fn.event_dim] if torch.is_tensor(value) else ()
+            shape = torch.broadcast_shapes(fn.batch_shape, batch)
+            particles.reduce(torch.zeros(shape, device=value.device if torch.is_tensor(value) else None))
     return particles
 
 
@@ -210,7 +215,7 @@ def check_reparameterizable(probe, engine_name):
             raise UnsupportedModelError(
                 f"site '{site['name']}' is a {distribution_name(site['fn'])} and has no rsample: "
                 f"{engine_name} cannot differentiate through it; use {others} "
-                "(score-function engines), or reparameterize the site."
+                "(engines for sites without rsample), or reparameterize the site."
             )
 
 

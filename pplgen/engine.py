@@ -98,6 +98,10 @@ class Engine(torch.nn.Module):
     sums_out_guide_enumeration: ClassVar[bool] = False
     #: Whether the engine's estimator is defined for binary (Bernoulli) guide sites only.
     binary_latents_only: ClassVar[bool] = False
+    #: Whether the engine's estimator is defined for discrete (Bernoulli, OneHotCategorical) guide sites only.
+    discrete_latents_only: ClassVar[bool] = False
+    #: Whether the engine draws discrete guide sites from a continuous relaxation (and so trains them pathwise).
+    relaxes_discrete: ClassVar[bool] = False
     #: The engine (with its default options) trains on dreams, data drawn from the model in place of the
     #: observed arguments (:mod:`pplgen.dreams`), so it refuses models that cannot be dreamed.
     dreams: ClassVar[bool] = False
@@ -259,15 +263,20 @@ class ParticleEngine(Engine):
             refuse_guide_enumeration(probe, self.name)
         if not self.implicit_guides:
             check_explicit_guide(probe, self.name)
-        if self.requires_rsample:
-            check_reparameterizable(probe, self.name)
-        else:
-            check_scored_guide(probe, self.name)
+        self.check_guide_gradients(probe)
         if self.needs_common_scale:
             check_common_scale(probe, self.name)
         if probe.enumerated and not self.sums_out_enumerated:
             refuse_enumeration(probe, self.name, "its estimator needs every latent drawn")
         return probe
+
+    def check_guide_gradients(self, probe: Probe) -> None:
+        """Every guide site can pass its gradient as the estimator needs: through the draw (``rsample``), or by
+        its score (not a point estimate)."""
+        if self.requires_rsample:
+            check_reparameterizable(probe, self.name)
+        else:
+            check_scored_guide(probe, self.name)
 
     def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
         """Two particles at once (or one run each) when the engine draws several; the one it draws with the

@@ -65,7 +65,7 @@ def test_a_size_less_plate_trains_or_is_refused_in_check(name):
         loss = step(engine, sizeless_model, sizeless_guide, x)
         assert torch.isfinite(loss.surrogate)
         assert pyro.param("loc").grad is not None and torch.isfinite(pyro.param("loc").grad).all()
-    elif engine.binary_latents_only:
+    elif engine.binary_latents_only or engine.discrete_latents_only:
         assert "not a Bernoulli" in refusal
     else:
         assert "pyro.plate('data', len(x))" in refusal or "size the model's plates by the data" in refusal

@@ -56,7 +56,9 @@ def binary_guide(x):
 
 def programs_for(engine):
     """The Gaussian pair, or a Bernoulli one for an engine of binary latents."""
-    return (binary_model, binary_guide) if engine.binary_latents_only else (model, guide)
+    return (
+        (binary_model, binary_guide) if (engine.binary_latents_only or engine.discrete_latents_only) else (model, guide)
+    )
 
 
 x = torch.linspace(-2.0, 2.0, 16).reshape(8, 2)

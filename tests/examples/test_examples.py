@@ -19,6 +19,7 @@ STORIES = (
     "lda",
     "new_model_from_scratch",
     "enumerated_mixture_and_hmm",
+    "discrete_estimators",
 )
 
 
@@ -38,13 +39,17 @@ def expected_refusal(script, engine):
     anneals its KL terms (sites of a datum scaled apart) and observes slices of its data argument (no dream
     can take their place); the sparse gamma DEF's and M2's latents are not all binary."""
     traits = pplgen.inference.ENGINES[engine]
-    if script == "sigmoid_belief_net" and traits.requires_rsample:
+    if script == "sigmoid_belief_net" and traits.requires_rsample and not traits.relaxes_discrete:
         return "site 'h1' is a Bernoulli and has no rsample"
+    if script == "deep_markov_model" and traits.discrete_latents_only:
+        return "not a Bernoulli"
     if script == "deep_markov_model" and traits.needs_common_scale:
         return "importance weights need every site of a datum scaled alike"
     if script == "deep_markov_model" and traits.dreams:
         return "cannot tell which model argument holds the data observed at site 'x_1'"
-    if script in ("sparse_gamma_def", "semi_supervised_vae") and traits.binary_latents_only:
+    if script in ("sparse_gamma_def", "semi_supervised_vae") and (
+        traits.binary_latents_only or traits.discrete_latents_only
+    ):
         return "not a Bernoulli"
     return None
 

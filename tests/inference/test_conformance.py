@@ -26,7 +26,7 @@ IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options
 
 def vae_case(engine):
     torch.manual_seed(0)
-    if engine.binary_latents_only:
+    if engine.binary_latents_only or engine.discrete_latents_only:
         return SigmoidBeliefNet(layers=(3,), observed=12), torch.rand(5, 12).bernoulli()
     if not engine.needs_guide:
         return VAE(data_dim=12, latent_dim=3, hidden=(8,), likelihood="gaussian"), torch.rand(5, 12)
@@ -34,7 +34,7 @@ def vae_case(engine):
 
 
 def linear_gaussian_case(engine):
-    if engine.binary_latents_only:
+    if engine.binary_latents_only or engine.discrete_latents_only:
         pytest.skip(f"{engine.name} trains binary latents only; the VAE case is a sigmoid belief net for it")
     return LinearGaussian(), torch.randn(4, 2)
 
@@ -116,7 +116,13 @@ def discrete_guide_pair():
 
 
 @pytest.mark.parametrize(
-    "name, options", [row for row in ROWS if ENGINES[row[0]].needs_guide and ENGINES[row[0]].requires_rsample], ids=str
+    "name, options",
+    [
+        row
+        for row in ROWS
+        if ENGINES[row[0]].needs_guide and ENGINES[row[0]].requires_rsample and not ENGINES[row[0]].relaxes_discrete
+    ],
+    ids=str,
 )
 def test_reparameterized_engines_refuse_discrete_guide_sites(name, options):
     model, guide, x = discrete_guide_pair()

@@ -16,14 +16,17 @@ Z = 5 leaves a wide margin over the largest |z| expected by chance (≈ 3.3).
 """
 
 import itertools
+from types import SimpleNamespace
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
 
 from pplgen.bounds import log_mean_exp
 from pplgen.checks import UnsupportedModelError
+from pplgen.diagnostics import gradient_variance
 from pplgen.inference import get
 from pplgen.models import SigmoidBeliefNet
 from pplgen.particles import is_sample_site
@@ -274,6 +277,62 @@ def test_disarm_and_arm_expected_gradients_are_the_elbo_gradient(one_layer_sbn, 
         assert_matches(estimate, error, exact_gradient(one_layer_elbo(one_layer_sbn, x), params))
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("rebar", {}),
+        ("rebar", {"num_particles": 2, "temperature": 2.0, "eta": 0.3, "adapt": False}),
+        ("relax", {"control": (5,)}),
+    ],
+    ids=str,
+)
+def test_rebar_and_relax_expected_gradients_are_the_elbo_gradient(one_layer_sbn, x, name, options):
+    engine = get(name, **options).double()
+    for params in parameter_groups(one_layer_sbn).values():
+        estimate, error = monte_carlo_gradient(engine, one_layer_sbn, x, params)
+        assert_matches(estimate, error, exact_gradient(one_layer_elbo(one_layer_sbn, x), params))
+
+
+@pytest.fixture
+def categorical_pair(float64):
+    """One OneHotCategorical latent of four classes per datum over a Gaussian observation in two dimensions."""
+    torch.manual_seed(5)
+    prior, means = torch.randn(4).requires_grad_(), torch.randn(4, 2).requires_grad_()
+    weight, bias = torch.randn(2, 4).requires_grad_(), torch.randn(4).requires_grad_()
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.OneHotCategorical(logits=prior))
+            pyro.sample("x", dist.Normal(z @ means, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.OneHotCategorical(logits=x @ weight + bias))
+
+    pair = SimpleNamespace(model=model, guide=guide, groups={"model": [prior, means], "guide": [weight, bias]})
+    pair.elbo = lambda x: _categorical_elbo(prior, means, x @ weight + bias, x)
+    return pair
+
+
+def _categorical_elbo(prior, means, guide_logits, x):
+    log_q = torch.log_softmax(guide_logits, -1)
+    log_p = torch.log_softmax(prior, -1) + dist.Normal(means, 1.0).log_prob(x.unsqueeze(-2)).sum(-1)
+    return (log_q.exp() * (log_p - log_q)).sum()
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("rebar", {}), ("rebar", {"temperature": 1.5, "eta": 0.5, "adapt": False}), ("relax", {"control": (5,)})],
+    ids=str,
+)
+def test_rebar_and_relax_expected_gradients_on_one_hot_sites_are_the_elbo_gradient(categorical_pair, name, options):
+    x = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=torch.float64)
+    engine = get(name, **options).double()
+    for params in categorical_pair.groups.values():
+        estimate, error = monte_carlo_gradient(engine, categorical_pair, x, params)
+        assert_matches(estimate, error, exact_gradient(categorical_pair.elbo(x), params))
+
+
 def test_disarm_has_less_guide_gradient_variance_than_arm_and_reinforce_on_the_same_net(one_layer_sbn, x):
     """The recognition net's gradient, 40 estimates of 500 replicas each (seed 0): the summed variance of
     DisARM's is below ARM's (DisARM is ARM integrated over u), itself below REINFORCE's with two particles."""
@@ -290,6 +349,53 @@ def test_disarm_has_less_guide_gradient_variance_than_arm_and_reinforce_on_the_s
     assert total["disarm"] < total["arm"] < total["reinforce"], total
 
 
+GUIDE_VARIANCE_ENGINES = {
+    "REINFORCE K=2": ("nvil", {"num_particles": 2, "baseline": None, "normalize": False, "local_signals": False}),
+    "vimco K=2": ("vimco", {"num_particles": 2}),
+    "arm": ("disarm", {"estimator": "arm"}),
+    "disarm": ("disarm", {}),
+    "rebar": ("rebar", {}),
+    "relax": ("relax", {"control": (5,)}),
+    "gumbel-ST τ=0.5": ("gumbel", {"temperature": 0.5, "straight_through": True}),
+}
+
+
+def test_guide_gradient_variance_of_every_estimator_on_the_same_net(one_layer_sbn, x):
+    """``pplgen.diagnostics.gradient_variance`` of the recognition net's gradient, 100 estimates on 50 data
+    (seed 0), at the same parameters (rebar and relax at their initial η = 1, λ = 0.5, relax's network untrained).
+    Measured mean per-coordinate variance of the batch's gradient: REINFORCE 52, vimco 13, arm 11, disarm 7.2,
+    rebar 5.2, relax 5.4, gumbel-ST 5.1 (biased). Every unbiased engine's lies below REINFORCE's by a factor
+    of 3 or more, and DisARM's below ARM's."""
+    variance = {}
+    for label, (name, options) in GUIDE_VARIANCE_ENGINES.items():
+        torch.manual_seed(0)
+        engine = get(name, **options).double()
+        statistics = gradient_variance(engine, one_layer_sbn, x.repeat(25, 1), num_estimates=100)
+        variance[label] = statistics.groups["guide"].variance.item()
+    print(", ".join(f"{label} {value:.2g}" for label, value in variance.items()))
+    for label in ("vimco K=2", "arm", "disarm", "rebar", "relax"):
+        assert variance[label] < variance["REINFORCE K=2"] / 3, variance
+    assert variance["disarm"] < variance["arm"], variance
+
+
 def test_disarm_refuses_a_layered_guide_by_name(sbn, x):
     with pytest.raises(UnsupportedModelError, match="site 'h2': its guide distribution depends on latent 'h1'.*disarm"):
         get("disarm").check(sbn.model, sbn.guide, x)
+
+
+def gumbel_bias(sbn, x, temperature, straight_through):
+    params = [p for group in parameter_groups(sbn).values() for p in group]
+    engine = get("gumbel", temperature=temperature, straight_through=straight_through)
+    estimate, _ = monte_carlo_gradient(engine, sbn, x, params)
+    return (estimate - exact_gradient(one_layer_elbo(sbn, x), params)).norm().item()
+
+
+def test_gumbels_bias_is_measured_and_shrinks_as_the_temperature_falls(one_layer_sbn, x):
+    """Distance of the mean gradient (40 × 500 estimates, seed 0; its standard error is 0.013-0.034) from the
+    exact ELBO gradient (norm 3.81), model and guide parameters together. Straight-through: 0.69 at τ = 2, 0.24
+    at τ = 0.5 and 0.035 at τ = 0.1. The relaxed objective (Concrete densities in p and q) keeps most of its
+    bias: 3.52 at τ = 2 and 3.17 at τ = 0.1."""
+    straight = [gumbel_bias(one_layer_sbn, x, t, True) for t in (2.0, 0.5, 0.1)]
+    assert straight[0] > straight[1] > straight[2] and straight[2] < 0.1, straight
+    relaxed = [gumbel_bias(one_layer_sbn, x, t, False) for t in (2.0, 0.1)]
+    assert relaxed[0] > relaxed[1] > 3.0, relaxed

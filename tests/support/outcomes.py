@@ -137,6 +137,11 @@ NOT_BERNOULLI = Refusal(
     "not a Bernoulli",
 )
 
+NOT_RELAXABLE = Refusal(
+    UNEQUAL_SCALES.programs + POINT_ESTIMATE.programs + NOT_BERNOULLI.programs,
+    "not a Bernoulli or OneHotCategorical",
+)
+
 
 ENGINES = {
     "svi": Row(
@@ -172,6 +177,13 @@ ENGINES = {
         (UNEQUAL_SCALES, POINT_ESTIMATE, NOT_BERNOULLI),
         variants=({"num_particles": 4, "estimator": "arm"},),
     ),
+    "gumbel": Row(
+        {},
+        (Refusal(("gaussian_mixture",), "its values are indices"),),
+        variants=({"num_particles": 2, "temperature": 0.5, "straight_through": True}, {"anneal": (0.5, 0.01)}),
+    ),
+    "rebar": Row({}, (NOT_RELAXABLE,), variants=({"num_particles": 2, "adapt": False},)),
+    "relax": Row({"control": (8,)}, (NOT_RELAXABLE,), variants=({"num_particles": 2},)),
 }
 
 PYRO_REFUSED = {
