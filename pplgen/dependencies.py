@@ -11,8 +11,10 @@ signals (Mnih & Gregor 2014, §3.3) and Pyro's ``TraceGraph_ELBO`` use.
 The dependencies are found from the program itself, once, by autograd: the
 guide runs with every latent drawn as a fresh leaf that requires grad, the
 model replays them, and a density depends on a latent when autograd connects
-the two. Latents that cannot carry gradients (integer-valued draws) are
-conservatively taken to reach every term.
+the two. Latents that cannot carry gradients (integer-valued draws), and
+those that autograd sees reaching no density but their own (the program
+casts them to integers, as in ``locs[h.long()]``), are conservatively taken
+to reach every term.
 """
 
 from dataclasses import dataclass
@@ -40,9 +42,11 @@ def downstream_sites(particles):
     model_sites = particles.sites(particles.model_trace)
     latents = [site["name"] for site in guide_sites if not site["is_observed"]]
     leaves = _leaves(particles)
-    opaque = set(latents) - set(leaves)
-    model_reads = {site["name"]: density_reads(site, leaves) | opaque for site in model_sites}
-    guide_reads = {site["name"]: density_reads(site, leaves) | opaque | {site["name"]} for site in guide_sites}
+    model_reads = {site["name"]: density_reads(site, leaves) for site in model_sites}
+    guide_reads = {site["name"]: density_reads(site, leaves) for site in guide_sites}
+    opaque = (set(latents) - set(leaves)) | _read_by_no_other_density(leaves, model_reads, guide_reads)
+    model_reads = {name: reads | opaque for name, reads in model_reads.items()}
+    guide_reads = {name: reads | opaque | {name} for name, reads in guide_reads.items()}
     descendants = _descendants(latents, guide_reads)
     return Downstream(
         model={s: frozenset(n for n, reads in model_reads.items() if reads & descendants[s]) for s in latents},
@@ -69,6 +73,16 @@ def _leaves(particles):
         for s in particles.sites(particles.guide_trace, observed=False)
         if s["value"].requires_grad and s["value"].is_leaf
     }
+
+
+def _read_by_no_other_density(leaves, *reads_by_site):
+    """Latents that no density but their own reads: unused, or, more likely, cast by the program to an integer
+    (``locs[h.long()]``), which cuts autograd's path. Either way they are taken as opaque, so nothing is dropped."""
+    read = set()
+    for reads in reads_by_site:
+        for name, names in reads.items():
+            read |= names - {name}
+    return set(leaves) - read
 
 
 def density_reads(site, leaves):

@@ -399,3 +399,30 @@ def test_gumbels_bias_is_measured_and_shrinks_as_the_temperature_falls(one_layer
     assert straight[0] > straight[1] > straight[2] and straight[2] < 0.1, straight
     relaxed = [gumbel_bias(one_layer_sbn, x, t, False) for t in (2.0, 0.1)]
     assert relaxed[0] > relaxed[1] > 3.0, relaxed
+
+
+def test_nvil_keeps_the_terms_of_a_latent_the_model_casts_to_an_index(float64):
+    """``locs[h.long()]`` cuts autograd's path from h to the observation; the local signal must keep that term
+    (h is then taken to reach every density) or its score would be multiplied by log p(h) − log q(h) alone."""
+    locs = torch.tensor([-2.0, 2.0])
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            h = pyro.sample("h", dist.Bernoulli(torch.tensor(0.5)))
+            pyro.sample("x", dist.Normal(locs[h.long()].unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    logit = torch.tensor(0.3, requires_grad=True)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("h", dist.Bernoulli(logits=logit))
+
+    x = torch.tensor([[2.0], [-1.0], [0.5]])
+    engine = get("nvil", baseline=None, normalize=False)
+    assert engine.check(model, guide, x).downstream.model["h"] == {"h", "x"}
+    pair = SimpleNamespace(model=model, guide=guide)
+    estimate, error = monte_carlo_gradient(engine, pair, x, [logit])
+    q = torch.sigmoid(logit)
+    log_joint = [torch.log(torch.tensor(0.5)) + dist.Normal(loc, 1.0).log_prob(x).sum(-1) for loc in locs]
+    exact_elbo = ((1 - q) * (log_joint[0] - torch.log(1 - q)) + q * (log_joint[1] - torch.log(q))).sum()
+    assert_matches(estimate, error, exact_gradient(exact_elbo, [logit]))
