@@ -10,16 +10,20 @@ relaxed program is differentiated by autograd::
 
     ELBO_τ ≈ (1/K) Σ_k [log p̃_τ(x, z̃_k) − log q̃_τ(z̃_k | x)]
 
-where p̃_τ and q̃_τ score the relaxed sites with the Concrete densities of the
+where each relaxed site's two terms log p̃ − log q̃ are −KL(q ‖ p) of its
+discrete guide and model distributions (the model's at the relaxed values of
+its parents), as Jang et al. train their categorical VAE
+(``densities="discrete"``, the default), or the Concrete densities of the
 model's and the guide's logits at the same temperature, as Maddison et al.
-do. The model runs on the relaxed values, so it must take values in [0, 1]
+do (``densities="concrete"``). The model runs on the relaxed values, so it must take values in [0, 1]
 where it draws a binary site. With ``straight_through=True`` the program
 sees the hard sample 1[z̃ > ½] (the argmax's one-hot) and the densities are the
 discrete ones at it, while gradients pass through z̃ (Bengio et al. 2013; Jang
 et al. 2017).
 
 Biased by design, for any τ > 0: the relaxed objective is not the ELBO. The
-bias shrinks as τ falls, and the variance grows. ``temperature`` is τ; with
+bias shrinks as τ falls (with the discrete KL; the Concrete densities keep
+most of theirs), and the variance grows. ``temperature`` is τ; with
 ``anneal=(final, rate)`` it follows τ_t = max(final, τ · exp(−rate · t)) over
 the training steps t, as in Jang et al.
 
@@ -47,6 +51,8 @@ from pplgen.dependencies import density_reads
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.particles import masked, sample_particles
 from pplgen.sampling import DetachLatents, Drawing
+
+DENSITIES = ("discrete", "concrete")
 
 
 def other_engines():
@@ -108,9 +114,19 @@ class Gumbel(ParticleEngine):
     relaxes_discrete = True
 
     def __init__(
-        self, num_particles=1, *, temperature=1.0, anneal=None, straight_through=False, max_plate_nesting=None
+        self,
+        num_particles=1,
+        *,
+        temperature=1.0,
+        anneal=None,
+        straight_through=False,
+        densities="discrete",
+        max_plate_nesting=None,
     ):
         super().__init__(num_particles, max_plate_nesting)
+        if densities not in DENSITIES:
+            raise ValueError(f"densities must be one of {DENSITIES}, got {densities!r}")
+        self.densities = densities
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         if anneal is not None and not (len(anneal) == 2 and anneal[0] > 0 and anneal[1] >= 0):
@@ -131,12 +147,21 @@ class Gumbel(ParticleEngine):
         temperature = self.temperature
         drawing = Relaxed(temperature, self.straight_through)
         particles = self.particles(model, guide, args, kwargs, drawing=drawing)
-        relaxed = {s["name"] for s in particles.sites(particles.guide_trace) if "discrete_fn" in s["infer"]}
+        relaxed = {
+            s["name"]: s["infer"]["discrete_fn"]
+            for s in particles.sites(particles.guide_trace)
+            if "discrete_fn" in s["infer"]
+        }
+        scored_by_kl = set(relaxed) & set(particles.model_trace.nodes) if self.densities == "discrete" else set()
         total = particles.zeros().sum()
         for site in particles.sites(particles.model_trace):
-            total = total + self._model_term(site, site["name"] in relaxed, temperature).sum()
+            if site["name"] in scored_by_kl:
+                total = total - _discrete_kl(relaxed[site["name"]], site).sum()
+            else:
+                total = total + self._model_term(site, site["name"] in relaxed, temperature).sum()
         for site in particles.sites(particles.guide_trace):
-            total = total - self._guide_term(site).sum()
+            if site["name"] not in scored_by_kl:
+                total = total - self._guide_term(site).sum()
         elbo = total / particles.num_particles
         if self.training:
             self.steps += 1
@@ -174,6 +199,9 @@ class Gumbel(ParticleEngine):
 
     def rehearse(self, model, guide, args, kwargs, probe):
         super().rehearse(model, guide, args, kwargs, probe)
+        for site in probe.sites(probe.guide_trace, observed=False):
+            if discrete_base(site["fn"]) is not None and site["name"] in probe.model_trace.nodes:
+                _check_same_kind(site, probe.model_trace.nodes[site["name"]])
         check_relaxed_run(model, guide, args, kwargs, probe, self.temperature, self.name)
 
     def options(self):
@@ -182,7 +210,32 @@ class Gumbel(ParticleEngine):
             "temperature": self.initial_temperature,
             "anneal": self.anneal,
             "straight_through": self.straight_through,
+            "densities": self.densities,
         }
+
+
+def _check_same_kind(guide_site, model_site):
+    """The model draws a relaxed site from the guide's kind of distribution, whose logits score it."""
+    q, p = discrete_base(guide_site["fn"]), discrete_base(model_site["fn"])
+    if type(q) is not type(p):
+        raise UnsupportedModelError(
+            f"site '{guide_site['name']}' is a {distribution_name(guide_site['fn'])} in the guide but a "
+            f"{distribution_name(model_site['fn'])} in the model: gumbel scores a relaxed site by the model's "
+            "distribution of the guide's kind (their KL divergence, or its Concrete density); draw it from one "
+            "kind in both."
+        )
+
+
+def _discrete_kl(guide_fn, site):
+    """KL(q ‖ p) of a relaxed site's discrete guide and model distributions (the model's computed at the relaxed
+    values of its parents), shaped like the site's batch, its extra event dims summed; masked and scaled."""
+    q, p = discrete_base(guide_fn), discrete_base(site["fn"])
+    kl = torch.distributions.kl_divergence(q, p)
+    value = site["value"]
+    kl = kl.expand(value.shape[: value.dim() - p.event_dim])
+    extra = site["fn"].event_dim - p.event_dim
+    kl = kl.sum(tuple(range(-extra, 0))) if extra else kl
+    return site["scale"] * masked(kl, site["mask"])
 
 
 def check_relaxed_run(model, guide, args, kwargs, probe, temperature, engine_name):

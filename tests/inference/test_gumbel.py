@@ -74,6 +74,7 @@ def test_the_temperature_anneals_in_training_to_its_floor():
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"anneal": (0.0, 1.0)}, r"anneal must be \(final temperature > 0, rate >= 0\)"),
         ({"anneal": (0.5,)}, "anneal must be"),
+        ({"densities": "relaxed"}, r"densities must be one of \('discrete', 'concrete'\)"),
     ],
 )
 def test_bad_options_are_named(options, message):
@@ -112,3 +113,19 @@ def test_a_guide_site_without_a_relaxation_is_refused_by_name():
 
     with pytest.raises(UnsupportedModelError, match=r"guide site 'n' is a Poisson without rsample and without"):
         get("gumbel").check(model, guide, torch.randn(3))
+
+
+def test_a_site_of_two_kinds_in_model_and_guide_is_refused_by_name():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            h = pyro.sample("h", dist.ContinuousBernoulli(logits=x.new_zeros(3)).to_event(1))
+            pyro.sample("x", dist.Normal(h, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        logits = pyro.param("logits", torch.zeros(3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("h", dist.Bernoulli(logits=logits).to_event(1))
+
+    x = torch.randn(4, 3)
+    with pytest.raises(UnsupportedModelError, match=r"site 'h' is a Bernoulli in the guide but a ContinuousBernoulli"):
+        get("gumbel").check(model, guide, x)
