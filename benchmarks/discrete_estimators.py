@@ -23,7 +23,8 @@ guide-gradient estimate over ``--variance-estimates`` draws on one fixed batch
 test log-likelihood (K = ``--eval-samples``). Each run's result is a JSON file
 under ``--out``; a run already there is skipped, so an interrupted benchmark
 resumes where it stopped. ``--report`` prints the tables (markdown) and draws
-the figures under ``benchmarks/figures/`` from all results.
+the figures under ``benchmarks/figures/`` (named after the ``--out`` folder)
+from all results.
 """
 
 import argparse
@@ -173,35 +174,40 @@ def report(args):
             print(
                 f"| {r['label']} | {r['records'][-1]['steps']} | {elbos} | {r['test_log_likelihood']:.2f} | {variance} |"
             )
-    _figures(results, order)
+    _figures(results, order, args.out.name)
 
 
-def _figures(results, order):
+def _figures(results, order, stem):
+    """``{stem}_bound.png`` (test ELBO against CPU seconds) and ``{stem}_variance.png`` (log10 variance of the
+    guide gradient against steps), one panel per setting, one colour per engine across panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     FIGURES.mkdir(exist_ok=True)
-    for key, x_key, y_label, name in (
-        ("test_elbo", "seconds", "test ELBO (nats)", "discrete_estimators_bound.png"),
-        ("log10_guide_variance", "steps", "log10 variance of the guide gradient", "discrete_estimators_variance.png"),
+    labels = list(dict.fromkeys(label for runs in (SBN_RUNS, CATEGORICAL_RUNS) for label, _, _ in runs))
+    colours = {label: plt.get_cmap("tab20")(i / len(labels)) for i, label in enumerate(labels)}
+    for key, x_key, y_label, suffix in (
+        ("test_elbo", "seconds", "test ELBO (nats)", "bound"),
+        ("log10_guide_variance", "steps", "log10 variance of the guide gradient", "variance"),
     ):
-        figure, axes = plt.subplots(1, len(SETTINGS), figsize=(12, 4.5), squeeze=False)
-        for axis, setting in zip(axes[0], SETTINGS):
+        settings = [s for s in SETTINGS if any(r["setting"] == s for r in results)]
+        figure, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 4.5), squeeze=False)
+        for axis, setting in zip(axes[0], settings):
             for r in sorted((r for r in results if r["setting"] == setting), key=lambda r: order.get(r["label"], 99)):
-                axis.plot(
-                    [c[x_key] for c in r["records"]], [c[key] for c in r["records"]], marker="o", label=r["label"]
-                )
+                points = ([c[x_key] for c in r["records"]], [c[key] for c in r["records"]])
+                axis.plot(*points, marker="o", label=r["label"], color=colours.get(r["label"]))
             axis.set_title(TITLES[setting])
             axis.set_xlabel("CPU seconds of training" if x_key == "seconds" else "steps")
             axis.set_ylabel(y_label)
             axis.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=8)
+            axis.legend(fontsize=7)
         figure.tight_layout()
-        figure.savefig(FIGURES / name, dpi=110)
+        path = FIGURES / f"{stem}_{suffix}.png"
+        figure.savefig(path, dpi=110)
         plt.close(figure)
-        print(f"wrote {FIGURES / name}")
+        print(f"wrote {path}")
 
 
 def main():
