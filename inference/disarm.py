@@ -49,6 +49,7 @@ class AntitheticBernoulli(Messenger):
     is 1[u < σ(α)], with one uniform u per unit kept in the site's ``infer["antithetic_uniform"]``. Runs after the
     draw and outside ``poutine.trace``, so the trace and the program see the pairs."""
 
+    @torch.compiler.disable  # its uniforms are drawn by the eager generator, compiled or not
     def _pyro_post_sample(self, msg):
         frame = next((f for f in msg["cond_indep_stack"] if f.name == PARTICLE_PLATE), None)
         base = _bernoulli(msg["fn"])
@@ -122,6 +123,9 @@ class DisARM(ParticleEngine):
             estimate = (f_tilde - f) * (site["infer"]["antithetic_uniform"] - 0.5)
         estimate = estimate * site["scale"]
         return torch.cat([estimate, torch.zeros_like(estimate)], dim)
+
+    def needs_vectorized_particles(self):
+        return "its antithetic pairs drawn together"
 
     def refuse(self, model, guide, args, kwargs):
         probe = super().refuse(model, guide, args, kwargs)

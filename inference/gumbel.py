@@ -197,6 +197,9 @@ class Gumbel(ParticleEngine):
                     f"{other_engines()}."
                 )
 
+    def needs_vectorized_particles(self):
+        return f"num_particles={self.num_particles} (relaxed draws are made together)"
+
     def rehearse(self, model, guide, args, kwargs, probe):
         super().rehearse(model, guide, args, kwargs, probe)
         for site in probe.sites(probe.guide_trace, observed=False):

@@ -224,8 +224,11 @@ class Rebar(ParticleEngine):
         super().rehearse(model, guide, args, kwargs, probe)
         check_relaxed_run(model, guide, args, kwargs, probe, self.temperature.item(), self.name)
 
+    def particles_per_step(self):
+        return BLOCKS * self.num_particles
+
     def needs_vectorized_particles(self):
-        return "its relaxed particles"
+        return "its three blocks of particles drawn together"
 
     def options(self):
         return {

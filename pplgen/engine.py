@@ -281,7 +281,8 @@ class ParticleEngine(Engine):
     def rehearse(self, model, guide, args, kwargs, probe: Probe) -> None:
         """Two particles at once (or one run each) when the engine draws several; the one it draws with the
         model's sites enumerated when there are sites to sum out (:mod:`pplgen.enumeration`)."""
-        if self.num_particles > 1 or probe.enumerated:
+        drawn = self.particles_per_step()
+        if drawn > 1 or probe.enumerated:
             probe.vectorized = check_particles(
                 model,
                 guide,
@@ -291,11 +292,16 @@ class ParticleEngine(Engine):
                 probe.max_plate_nesting,
                 self.needs_vectorized_particles(),
                 enumerated=bool(probe.enumerated),
-                num_particles=min(self.num_particles, 2),
+                num_particles=min(drawn, 2),
             )
 
+    def particles_per_step(self):
+        """How many particles a step draws at once: ``num_particles``, unless the estimator draws more."""
+        return self.num_particles
+
     def needs_vectorized_particles(self):
-        """The option that needs all particles drawn at once (it differentiates with respect to latents), if on."""
+        """The option that needs all particles drawn at once (it differentiates with respect to latents, or its
+        draws cannot be made one run at a time), if on."""
         return None
 
     def options(self):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pyro import poutine
 
+import pplgen
 from pplgen.evaluate import log_likelihood
 from pplgen.inference import get
 from pplgen.particles import PARTICLE_PLATE, Particles, common_scale, log_weights, sample_particles, site_log_prob
@@ -103,3 +104,27 @@ def test_importance_sampling_scores_a_program_that_does_not_vectorize_one_run_at
     x = torch.tensor([0.3, -1.2, 2.0])
     estimate = log_likelihood(model, x, guide=guide, num_samples=7, particle_chunk=3)
     assert torch.allclose(estimate, dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, options, reason",
+    [
+        ("disarm", {}, "its antithetic pairs drawn together"),
+        ("rebar", {}, "its three blocks of particles drawn together"),
+        ("relax", {}, "its three blocks of particles drawn together"),
+        ("gumbel", {"num_particles": 2}, r"num_particles=2 \(relaxed draws are made together\)"),
+    ],
+)
+def test_estimators_whose_draws_cannot_be_made_one_run_at_a_time_refuse_programs_that_do_not_vectorize(
+    name, options, reason
+):
+    def model(x):
+        h = pyro.sample("h", dist.Bernoulli(torch.full((len(x), 3), 0.5)).to_event(2))
+        pyro.sample("x", dist.Normal(h.reshape(len(x), 3), 1.0).to_event(2), obs=x)
+
+    def guide(x):
+        logits = pyro.param("logits", torch.zeros(3))
+        pyro.sample("h", dist.Bernoulli(logits=logits.expand(len(x), 3)).to_event(2))
+
+    with pytest.raises(pplgen.UnsupportedModelError, match=rf"{name} with {reason} needs them"):
+        get(name, **options).check(model, guide, torch.randn(4, 3))
