@@ -38,7 +38,7 @@ from pyro.poutine.messenger import Messenger
 
 from pplgen.checks import UnsupportedModelError, check_independent_guide_sites, distribution_name, registry
 from pplgen.engine import Loss, ParticleEngine
-from pplgen.particles import PARTICLE_PLATE, log_weights
+from pplgen.particles import log_weights, particle_frame
 from pplgen.sampling import Drawing
 
 ESTIMATORS = ("disarm", "arm")
@@ -51,7 +51,7 @@ class AntitheticBernoulli(Messenger):
 
     @torch.compiler.disable  # its uniforms are drawn by the eager generator, compiled or not
     def _pyro_post_sample(self, msg):
-        frame = next((f for f in msg["cond_indep_stack"] if f.name == PARTICLE_PLATE), None)
+        frame = particle_frame(msg)
         base = _bernoulli(msg["fn"])
         if msg["is_observed"] or frame is None or base is None:
             return

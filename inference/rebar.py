@@ -54,7 +54,7 @@ from pplgen.checks import UnsupportedModelError, check_independent_guide_sites, 
 from pplgen.engine import Loss, ParticleEngine
 from pplgen.inference.disarm import aligned
 from pplgen.inference.gumbel import check_relaxed_run, discrete_base, other_engines
-from pplgen.particles import PARTICLE_PLATE, common_scale, masked, site_log_prob
+from pplgen.particles import common_scale, masked, particle_frame, site_log_prob
 from pplgen.sampling import Drawing
 
 #: Blocks of particles: the discrete draws b, then σ_λ(z) and σ_λ(z̃), K particles each.
@@ -85,7 +85,7 @@ class ConditionallyRelaxed(Messenger):
         self.temperature = temperature
 
     def _pyro_post_sample(self, msg):
-        frame = next((f for f in msg["cond_indep_stack"] if f.name == PARTICLE_PLATE), None)
+        frame = particle_frame(msg)
         base = discrete_base(msg["fn"])
         if msg["is_observed"] or frame is None or base is None:
             return

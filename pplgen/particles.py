@@ -27,6 +27,11 @@ from pplgen.stacked import Stacked, stack_traces
 PARTICLE_PLATE = "_particles"
 
 
+def particle_frame(msg):
+    """The particle plate's frame among a sample message's plates, or None outside it."""
+    return next((f for f in msg["cond_indep_stack"] if f.name == PARTICLE_PLATE), None)
+
+
 @dataclass
 class Particles:
     """Guide and model traces of ``num_particles`` (K) vectorized particles.
