@@ -2,7 +2,8 @@
 # On a machine with CUDA: the GPU test suite, then the GPU step benchmarks, written to benchmarks/gpu/.
 #   bash benchmarks/gpu.sh            (from the repository root, after `make setup`)
 # Writes gpu/tests.txt (pytest -m gpu), gpu/step_b100.json and gpu/step_b1000.json (eager, compiled and
-# hand-written steps of every engine, images per second) and gpu/table.md, the table of both.
+# hand-written steps of every engine, images per second), gpu/table.md, the table of both, and
+# gpu/peers_b100.json, gpu/peers_b1000.json (pplgen eager and traced beside hand-written PyTorch and Pyro).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -12,6 +13,8 @@ mkdir -p "$OUT"
 "$PYTHON" -m pytest -q -m gpu tests/core/test_gpu.py 2>&1 | tee "$OUT/tests.txt"
 for batch in 100 1000; do
     "$PYTHON" benchmarks/compiled_step.py --device cuda --batch-size "$batch" --rounds 200 --json "$OUT/step_b$batch.json"
+    "$PYTHON" benchmarks/peers_step.py --device cuda --core -1 --batch-size "$batch" --rounds 200 \
+        --json "$OUT/peers_b$batch.json" | tee "$OUT/peers_b$batch.txt"
 done
 "$PYTHON" - "$OUT" <<'PY'
 import json, sys

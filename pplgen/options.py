@@ -28,6 +28,10 @@ from pplgen.roles import ROLES
 #: The ``precision`` values :class:`Execution` takes (Lightning Fabric's names).
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
+#: The values of ``compile``: eager, the engine's forward under ``torch.compile``, or the traced step
+#: (:mod:`pplgen.traced`).
+COMPILE = (False, True, "trace")
+
 #: Fabric strategies :func:`pplgen.fit` runs: each process runs the script (Fabric's launcher, or torchrun), and
 #: pplgen reduces gradients and engine statistics over the ranks itself (:mod:`pplgen.distributed`).
 STRATEGIES = ("auto", "ddp")
@@ -76,7 +80,8 @@ class Execution:
     :param strategy: ``"auto"`` or ``"ddp"``; others (FSDP and spawning ones included) are refused by
         name, since they are not applied.
     :param precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (see :class:`pplgen.step.TrainingStep`).
-    :param compile: compile the engine's forward with ``torch.compile``.
+    :param compile: ``"trace"``: replay each step's forward and backward as one traced, compiled graph
+        (:mod:`pplgen.traced`); ``True``: compile the engine's forward with ``torch.compile``.
     :param progress: show a progress bar; ``None`` (default) shows it only on a terminal.
     """
 
@@ -85,11 +90,12 @@ class Execution:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    compile: bool = False
+    compile: bool | str = False
     progress: bool | None = None
 
     def __post_init__(self):
         check_precision(self.precision)
+        check_compile(self.compile, self.precision)
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy={self.strategy!r} is not one fit runs: fit takes {' or '.join(map(repr, STRATEGIES))}, "
@@ -205,3 +211,14 @@ def check_precision(precision):
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_compile(compile, precision):
+    """``compile`` is False, True or ``"trace"``; the traced step takes no loss scaling."""
+    if compile not in COMPILE:
+        raise ValueError(f"compile must be one of {COMPILE}, got {compile!r}")
+    if compile == "trace" and precision == "16-mixed":
+        raise ValueError(
+            "compile='trace' does not take precision='16-mixed': its loss scale changes from step to step outside "
+            "the graph; use precision='bf16-mixed' (no loss scaling) or compile=True"
+        )

@@ -11,6 +11,7 @@ object can also be driven by hand::
         metrics = step.step(x)
 """
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -21,9 +22,10 @@ import torch.distributed as dist
 
 from pplgen.distributed import broadcast_, sum_gradients, world_size
 from pplgen.engine import Engine
-from pplgen.options import Optimization, check_precision, learning_rates
+from pplgen.options import Optimization, check_compile, check_precision, learning_rates
 from pplgen.programs import owning_modules
 from pplgen.roles import parameter_roles
+from pplgen.traced import TracedGradients
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -47,9 +49,16 @@ class TrainingStep:
         ``torch.autocast`` (log-densities are still summed in float32, see
         :func:`pplgen.particles.site_log_prob`); ``"16-mixed"`` also scales
         the loss against float16 underflow (``torch.amp.GradScaler``).
-    :param compile: run the engine's forward through model and guide as a
-        ``torch.compile`` function (graph breaks at Pyro's handlers fall back
-        to eager; see ``benchmarks/compiled_step.py``).
+    :param compile: ``"trace"``: from the second step on, replay the engine's
+        forward and backward as one traced, compiled graph
+        (:mod:`pplgen.traced`; same numbers as eager, steps that cannot be
+        traced run eagerly with a note saying why). ``True``: run the engine's
+        forward as a ``torch.compile`` function (graph breaks at Pyro's
+        handlers fall back to eager). See ``benchmarks/peers_step.py``.
+
+    The optimizer runs its fused kernel (``fused=True``) where it has one for
+    the parameters' device, unless ``optimizer_options`` choose its
+    implementation (``foreach`` or ``fused``).
 
     Parameters are sorted into roles on the first step (see :mod:`pplgen.roles`).
     In a multi-process run (:mod:`pplgen.distributed`) each rank calls
@@ -68,7 +77,7 @@ class TrainingStep:
         clip_norm: float | None = None,
         validate_every_step: bool = False,
         precision: str = "32-true",
-        compile: bool = False,
+        compile: bool | str = False,
     ):
         self.optimization = Optimization(
             optimizer=optimizer,
@@ -78,6 +87,7 @@ class TrainingStep:
             validate_every_step=validate_every_step,
         )
         check_precision(precision)
+        check_compile(compile, precision)
         self.model, self.guide = model, guide
         self.engine = engine
         self.learning_rates = learning_rates(lr)
@@ -88,7 +98,8 @@ class TrainingStep:
             )
         self.optimizer_options = dict(optimizer_options or {})
         self.precision = precision
-        self.forward = torch.compile(self._forward) if compile else self._forward
+        self.forward = torch.compile(self._forward) if compile is True else self._forward
+        self.traced = TracedGradients(self._forward, engine.name) if compile == "trace" else None
         self.optimizer = None
         self.scaler = None
         self.roles = None
@@ -119,7 +130,8 @@ class TrainingStep:
         if not groups:
             trained = "model, guide and engine" if self.engine.needs_guide else "model and engine"
             raise ValueError(f"the {trained} have no parameters to train")
-        self.optimizer = self.optimization.optimizer(groups, **self.optimizer_options)
+        implementation = _fused(self.optimization.optimizer, groups, self.optimizer_options, self.precision)
+        self.optimizer = self.optimization.optimizer(groups, **implementation, **self.optimizer_options)
         self.engine_parameters = sum(1 for _ in self.engine.parameters())
         if self.precision == "16-mixed":
             self.scaler = torch.amp.GradScaler(_device_of(groups).type)
@@ -135,15 +147,32 @@ class TrainingStep:
             if self.optimization.validate_every_step or self.num_steps == 0
             else pyro.validation_enabled(False)
         )
-        with checks, self._autocast():
-            loss = self.forward(*args, **kwargs)
-        self._join_new_helpers()
+        traced = None if self.traced is None else self._traced(*args, **kwargs)
+        if traced is None:
+            with checks, self._autocast():
+                loss = self.forward(*args, **kwargs)
+            self._join_new_helpers()
+        else:
+            loss, grads = traced
         self.num_steps += 1
         surrogate, metrics = self._reduced(loss)
         if not math.isfinite(surrogate):
             raise NonFiniteLossError(self._non_finite_message(metrics))
-        self._update(loss.surrogate)
+        if traced is None:
+            self._backward(loss.surrogate)
+        else:
+            for param, grad in zip(self._trained(), grads):
+                param.grad = grad
+        self._apply_gradients()
         return metrics
+
+    def _traced(self, *args, **kwargs):
+        """``(loss, gradients)`` from the traced graph of this step, or None when it runs eagerly."""
+        with pyro.validation_enabled(False), self._autocast():
+            return self.traced(self._trained(), self._state_tensors(), args, kwargs)
+
+    def _trained(self):
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _join_new_helpers(self):
         """Engine parameters built after :meth:`setup` (nvil's baseline for a site set first met later) join
@@ -185,15 +214,17 @@ class TrainingStep:
         surrogate, *rest = values.tolist()
         return surrogate, dict(zip(names, rest))
 
-    def _update(self, surrogate):
-        """One optimizer step along ``-∇ surrogate`` (summed over ranks); parameters it does not reach keep no
-        gradient and stay put.
+    def _backward(self, surrogate):
+        """Leave ``∇ surrogate`` on the parameters; those it does not reach keep no gradient and stay put."""
+        self.optimizer.zero_grad(set_to_none=True)
+        (surrogate if self.scaler is None else self.scaler.scale(surrogate)).backward()
+
+    def _apply_gradients(self):
+        """One optimizer step along the gradients (summed over ranks).
 
         Raises :class:`NonFiniteLossError` naming the parameter when the step made one non-finite.
         """
-        self.optimizer.zero_grad(set_to_none=True)
-        (surrogate if self.scaler is None else self.scaler.scale(surrogate)).backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        params = self._trained()
         sum_gradients(params)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -263,6 +294,19 @@ class TrainingStep:
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.num_steps = state["num_steps"]
+
+
+def _fused(optimizer, groups, options, precision):
+    """``{"fused": True}`` where the optimizer has a fused kernel for every parameter's device and dtype and the
+    options choose no implementation (and no loss scaler steps it)."""
+    if "fused" not in inspect.signature(optimizer).parameters or {"fused", "foreach"} & set(options):
+        return {}
+    if precision == "16-mixed":
+        return {}
+    params = [p for group in groups for p in group["params"]]
+    if not all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        return {}
+    return {"fused": True}
 
 
 def _device_of(param_groups):

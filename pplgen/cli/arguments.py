@@ -249,7 +249,14 @@ def _add_training_arguments(group):
         "--strategy", default="auto", help="Lightning Fabric strategy: auto or ddp (the command runs once per device)"
     )
     group.add_argument("--precision", choices=PRECISIONS, default="32-true", help="float precision (default 32-true)")
-    group.add_argument("--compile", action="store_true", help="compile the training step with torch.compile")
+    group.add_argument(
+        "--compile",
+        nargs="?",
+        const="forward",
+        choices=("forward", "trace"),
+        help="trace: replay each step as one traced, compiled graph (same numbers, faster); forward (the default "
+        "when no value is given): compile the engine's forward with torch.compile",
+    )
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="hide the progress bar"
     )

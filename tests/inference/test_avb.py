@@ -172,7 +172,7 @@ def test_fit_takes_the_steps_of_a_plain_torch_loop():
             pplgen.fit(module, engine, (x,), steps=20, seed=0)
         else:
             pyro.set_rng_seed(0)
-            optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+            optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)  # fit's Adam runs fused
             for _ in range(20):
                 optimizer.zero_grad()
                 engine(module.model, module.guide, x).surrogate.backward()

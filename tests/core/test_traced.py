@@ -1,0 +1,219 @@
+"""``compile="trace"``: one graph per step shape, replayed compiled, with the eager step's numbers (``pplgen.traced``)."""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+import pplgen
+from pplgen.inference import ENGINES
+from pplgen.step import TrainingStep
+from pplgen.traced import TraceFallbackWarning
+from tests.support.cases import small_case
+
+STEPS = 20
+
+
+def train(model, guide, engine, batches, compile, **options):
+    """The losses and the final trained parameters of one step per batch, seeded alike; the fallback notes."""
+    pyro.clear_param_store()
+    step = TrainingStep(model, guide, engine, lr=1e-2, compile=compile, **options)
+    torch.manual_seed(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceFallbackWarning)
+        losses = torch.tensor([step.step(*batch)["loss"] for batch in batches])
+    params = torch.cat([p.detach().flatten() for group in step.optimizer.param_groups for p in group["params"]])
+    notes = [str(w.message) for w in caught if issubclass(w.category, TraceFallbackWarning)]
+    return losses, params, notes, step
+
+
+def eager_and_traced(make, batches, **options):
+    """``make()`` gives ``(model, guide, engine)`` afresh (same initial weights); both runs of them."""
+    return [train(*make(), batches, compile, **options) for compile in (False, "trace")]
+
+
+def case(name):
+    family, engine, x = small_case(name)
+    return family.model, family.guide if engine.needs_guide else None, engine, x
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_the_traced_step_gives_the_eager_losses_and_parameters(name):
+    """20 steps of every engine with the same seed, eager and traced (inductor, PyTorch's random operations
+    kept): losses and parameters agree to float tolerance (fusion reorders float sums). An engine that fits a
+    helper with its own optimizer inside forward says why it runs eagerly, by name, and gives the eager
+    numbers exactly."""
+    x = case(name)[3]
+    (eager, eager_params, _, _), (traced, traced_params, notes, step) = eager_and_traced(
+        lambda: case(name)[:3], [(x,)] * STEPS
+    )
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
+    if step.traced.graphs:
+        assert not notes
+    else:
+        assert len(notes) == 1 and f"{name}'s step runs eagerly" in notes[0], notes
+        assert "reads a tensor's value in Python" in notes[0] and "optimizer.step()" in notes[0]
+        torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+
+
+def test_the_graphs_replay_and_do_not_rerun_the_program():
+    """After the first two steps of a shape, the model's Python does not run: the step is the graph."""
+    model, guide, engine, x = case("svi")
+    calls = []
+
+    def counted_model(x):
+        calls.append(1)
+        return model(x)
+
+    train(counted_model, guide, engine, [(x,)] * 6, "trace")
+    first_two = len(calls)
+    assert first_two > 0
+    train(counted_model, guide, case("svi")[2], [(x,)] * 12, "trace")
+    assert len(calls) - first_two == first_two
+
+
+def test_a_short_last_batch_gets_its_own_graph():
+    """Batches of 6 and a last one of 4, twice over: two graphs, the eager numbers."""
+    model, guide, engine, x = case("rws")
+    batches = [(x,), (x,), (x[:4],), (x,), (x[:4],), (x[:4],), (x,)]
+    (eager, eager_params, *_), (traced, traced_params, notes, step) = eager_and_traced(lambda: case("rws")[:3], batches)
+    assert len(step.traced.graphs) == 2 and not notes
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
+
+
+class Branching(PyroModule):
+    """A model whose structure depends on the data's values: a second latent only when the batch mean is high."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(()))
+
+    def model(self, x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(self.loc, 1.0))
+            if x.mean() > 0:
+                z = z + pyro.sample("w", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(self.loc + 0.5 * x, 0.8))
+            if x.mean() > 0:
+                pyro.sample("w", dist.Normal(0.1 * x, 0.8))
+
+
+def test_data_dependent_control_flow_runs_eagerly_with_a_note_naming_the_line():
+    """The branch on ``x.mean() > 0`` cannot be replayed: the step runs eagerly, one note names the file and
+    the line, and the numbers (the RNG and every tensor restored after the attempt) are the eager ones."""
+    x = torch.randn(8) + 1.0
+    batches = [(x,), (-x,)] * 5
+
+    def make():
+        torch.manual_seed(0)
+        program = Branching()
+        return program.model, program.guide, pplgen.inference.get("svi")
+
+    (eager, eager_params, *_), (traced, traced_params, notes, step) = eager_and_traced(make, batches)
+    assert not step.traced.graphs
+    assert len(notes) == 1, notes  # both signs share one key, refused once
+    assert all("reads a tensor's value in Python" in n and "test_traced.py" in n for n in notes)
+    assert "if x.mean() > 0" in notes[0]
+    torch.testing.assert_close(traced, eager, rtol=0, atol=0)
+    torch.testing.assert_close(traced_params, eager_params, rtol=0, atol=0)
+
+
+class Labelled(PyroModule):
+    """A label observed when given and drawn when not: the site set varies with the arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(3, 3)
+
+    def model(self, x, y=None):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            y = pyro.sample("y", dist.Bernoulli(torch.sigmoid(self.net(x)[:, 0])), obs=y)
+            loc = (y + z).unsqueeze(-1) + self.net(x)[:, 1:2]
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x[:, :1])
+
+    def guide(self, x, y=None):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(self.net(x)[:, 2], 1.0))
+            if y is None:
+                pyro.sample("y", dist.Bernoulli(torch.sigmoid(self.net(x)[:, 1])))
+
+
+def test_arguments_that_change_the_site_set_get_their_own_graph():
+    """nvil on batches with and without labels: a graph for each, checked eagerly first, the eager numbers."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, generator=generator), torch.randint(0, 2, (8,), generator=generator).float()
+    batches = [(x,), (x, y)] * 4
+
+    def make():
+        torch.manual_seed(0)
+        program = Labelled()
+        return program.model, program.guide, pplgen.inference.get("nvil")
+
+    (eager, eager_params, *_), (traced, traced_params, notes, step) = eager_and_traced(make, batches)
+    assert len(step.traced.graphs) == 2 and not notes
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_composes_with_the_trace():
+    """Under bf16 autocast the graph holds the casts: the traced losses equal the eager ones to bf16's
+    tolerance (log-densities still sum in float32)."""
+    x = case("iwae")[3]
+    (eager, *_), (traced, _, notes, step) = eager_and_traced(
+        lambda: case("iwae")[:3], [(x,)] * 8, precision="bf16-mixed"
+    )
+    assert step.traced.graphs and not notes
+    torch.testing.assert_close(traced, eager, rtol=2e-2, atol=1e-1)
+
+
+def test_the_fit_loop_resumes_a_traced_run_exactly(tmp_path):
+    """fit(compile="trace"): 3 steps, a checkpoint, a resume to 6 give the history of 6 uninterrupted steps,
+    which equals the eager history, to float tolerance: the steps after a resume run eagerly once, traced
+    once, then compiled, so one step may be the eager one where the uninterrupted run replayed the graph."""
+
+    def fit(steps, compile, resume=False):
+        pyro.clear_param_store()
+        family, engine, x = small_case("vimco")
+        return pplgen.fit(
+            family,
+            engine,
+            x.repeat(4, 1),
+            steps=steps,
+            batch_size=6,
+            execution=pplgen.Execution(accelerator="cpu", compile=compile),
+            checkpoint=pplgen.Checkpointing(tmp_path / f"{compile}.pt", resume=resume),
+        )
+
+    eager = [row["loss"] for row in fit(6, False).history]
+    straight = [row["loss"] for row in fit(6, "trace").history]
+    (tmp_path / "trace.pt").unlink()
+    fit(3, "trace")
+    resumed = [row["loss"] for row in fit(6, "trace", resume=True).history]
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(straight), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(straight), torch.tensor(eager), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compile": "jit"}, "compile must be one of"),
+        ({"compile": "trace", "precision": "16-mixed"}, "use precision='bf16-mixed'"),
+    ],
+)
+def test_a_compile_option_it_cannot_apply_is_refused_by_name(options, message):
+    model, guide, engine, _ = case("svi")
+    with pytest.raises(ValueError, match=message):
+        TrainingStep(model, guide, engine, **options)
+    with pytest.raises(ValueError, match=message):
+        pplgen.Execution(**options)
