@@ -10,8 +10,9 @@ and the random draws are fresh, from the same generator and in the same order as
 (the compiler keeps PyTorch's random operations, ``fallback_random``), so a traced run gives the eager run's
 numbers to float tolerance.
 
-A graph holds for the arguments' shapes, dtypes and devices, their non-tensor values, the autocast setting and
-the very tensors it reads; a step whose key differs is traced anew (the last, shorter batch of an epoch is one
+A graph holds for the arguments' shapes, dtypes and devices, their non-tensor values, the autocast setting, the
+Pyro handlers entered around the step and the very tensors it reads; a value the program reads from elsewhere
+(a global annealing factor, say) is a constant of the graph, so pass such values as arguments; a step whose key differs is traced anew (the last, shorter batch of an epoch is one
 more graph), up to :data:`MAX_GRAPHS`. A key's first step runs eagerly (a new site set is checked there, and
 helpers sized by the program are built), its second is traced: the trace is a step, the eager one, and its
 results are the step's. A step that cannot be traced runs eagerly, with one
@@ -35,6 +36,7 @@ from pathlib import Path
 import pyro
 import torch
 import torch.utils._pytree as pytree
+from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pplgen.engine import Loss
@@ -155,14 +157,25 @@ def _key(spec, leaves, params, state):
     autocast = tuple(
         (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)) for device in ("cpu", "cuda")
     )
-    return spec, described, tuple(map(id, params)), tuple(map(id, state)), autocast
+    handlers = tuple(_handler_key(handler) for handler in _PYRO_STACK)  # e.g. a poutine.scale(...) around the step
+    return spec, described, tuple(map(id, params)), tuple(map(id, state)), autocast, handlers
 
 
 def _is_collective(node):
     return node.op == "call_function" and getattr(node.target, "namespace", "") in ("c10d", "_c10d_functional")
 
 
+def _handler_key(handler):
+    """A Pyro handler by its type and settings: one built anew each step with the same settings (pplgen's own
+    shard scale in a multi-process run, a ``poutine.scale`` of a fixed factor) replays the same graph."""
+    return type(handler), tuple((name, _hashable(value)) for name, value in sorted(vars(handler).items()))
+
+
 def _hashable(value):
+    if isinstance(value, (set, frozenset)):
+        return frozenset(map(_hashable, value))
+    if isinstance(value, (list, tuple)):
+        return tuple(map(_hashable, value))
     try:
         hash(value)
     except TypeError:

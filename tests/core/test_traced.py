@@ -217,3 +217,24 @@ def test_a_compile_option_it_cannot_apply_is_refused_by_name(options, message):
         TrainingStep(model, guide, engine, **options)
     with pytest.raises(ValueError, match=message):
         pplgen.Execution(**options)
+
+
+def test_a_handler_around_the_step_is_part_of_the_key():
+    """A ``poutine.scale`` entered around each step: the same factor replays one graph, a new factor gets its own
+    (the factor is a constant of the graph), and the numbers are the eager ones."""
+    model, guide, engine, x = case("svi")
+    factors = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 1.0]
+    runs = []
+    for compile in (False, "trace"):
+        pyro.clear_param_store()
+        model, guide, engine, x = case("svi")
+        step = TrainingStep(model, guide, engine, lr=1e-2, compile=compile)
+        torch.manual_seed(1)
+        losses = []
+        for factor in factors:
+            with pyro.poutine.scale(scale=factor):
+                losses.append(step.step(x)["loss"])
+        runs.append((torch.tensor(losses), step))
+    (eager, _), (traced, step) = runs
+    assert len(step.traced.graphs) == 2
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)

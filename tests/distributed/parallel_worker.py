@@ -11,10 +11,13 @@ Scenarios:
 * ``resume``: 8 steps of vimco straight, and 4 steps, a checkpoint and a resume to 8.
 * ``evaluation``: the held-out log-likelihood by importance sampling with the exact posterior as guide.
 * ``refusal``: iwae on a program with a global latent, refused by name in 2 processes.
+* ``traced``: the ``map`` fits with ``compile="trace"``, and nvil traced (whose running moments are summed over
+  the processes inside its forward).
 """
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 
 import pyro
@@ -27,6 +30,7 @@ import pplgen
 from pplgen.distributed import data_plates, rank, world_size
 from pplgen.inference import get
 from pplgen.models import VAE, SigmoidBeliefNet
+from pplgen.traced import TraceFallbackWarning
 from pplgen.training import _step
 
 REPEATS = 150
@@ -118,12 +122,13 @@ def parameters(*modules):
     return torch.cat([t.detach().reshape(-1) for m in modules for t in (*m.parameters(), *m.buffers())])
 
 
-def map_scenario(devices):
+def map_scenario(devices, compile=False):
     finals = {}
     for name, total in [("plain", None), ("subsampled", 1000)]:
         pyro.clear_param_store()
         torch.manual_seed(0)
         program = MapRegression(total)
+        run = options(devices)
         pplgen.fit(
             program,
             "svi",
@@ -131,11 +136,35 @@ def map_scenario(devices):
             steps=5,
             batch_size=12,
             seed=0,
-            **options(devices),
+            execution={**run["execution"], "compile": compile},
             optimization=pplgen.Optimization(lr=0.05),
         )
         finals[name] = parameters(program).cpu()
     return finals
+
+
+def traced_scenario(devices):
+    """The MAP fits with ``compile="trace"``; nvil traced, with the notes it gives and its final state."""
+    pyro.clear_param_store()
+    program, engine = family("sbn"), get("nvil", baseline=(4,))
+    run = options(devices)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TraceFallbackWarning)
+        result = pplgen.fit(
+            program,
+            engine,
+            binary_data(),
+            steps=6,
+            batch_size=16,
+            seed=0,
+            execution={**run["execution"], "compile": "trace"},
+        )
+    return {
+        "map": map_scenario(devices, compile="trace"),
+        "nvil_notes": [str(w.message) for w in caught if issubclass(w.category, TraceFallbackWarning)],
+        "nvil_graphs": len(result.training_step.traced.graphs),
+        "nvil_state": parameters(program, engine),
+    }
 
 
 def mean_update_scenario(devices):
@@ -237,7 +266,7 @@ def main():
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--scenarios", default="map,mean_update,resume,evaluation,refusal")
+    parser.add_argument("--scenarios", default="map,mean_update,resume,evaluation,refusal,traced")
     args = parser.parse_args()
     ACCELERATOR["name"], ACCELERATOR["num_nodes"] = args.accelerator, args.num_nodes
     torch.set_num_threads(1)

@@ -156,3 +156,18 @@ def test_a_k_sample_bound_over_a_global_latent_and_a_dataloader_are_refused_in_t
         assert "iwae's estimator needs log-weights that factorize over the data rows" in refusal["global latent"]
         assert "devices=1" in refusal["global latent"]
         assert "a DataLoader cannot be split over 2 processes" in refusal["dataloader"]
+
+
+def test_traced_steps_compose_with_data_parallelism(runs):
+    """compile="trace" in 2 processes: the MAP fits equal the 1-process eager fits (the gradients are summed
+    over the processes outside the graph); nvil, whose moments are summed inside its forward, says so once and
+    runs eagerly there, every rank holding the same state, while in 1 process it traces."""
+    for program in ("plain", "subsampled"):
+        for rank in runs["two"]:
+            torch.testing.assert_close(rank["traced"]["map"][program], runs["one"]["map"][program], rtol=0, atol=1e-5)
+    assert runs["one"]["traced"]["nvil_graphs"] == 1 and not runs["one"]["traced"]["nvil_notes"]
+    for rank in runs["two"]:
+        assert rank["traced"]["nvil_graphs"] == 0
+    (note,) = runs["two"][0]["traced"]["nvil_notes"]
+    assert "nvil's step runs eagerly: its forward sums statistics over the processes" in note
+    assert torch.equal(runs["two"][0]["traced"]["nvil_state"], runs["two"][1]["traced"]["nvil_state"])
