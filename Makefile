@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN = $(VENV)/bin
 FASHION_MNIST = /usr/share/datasets/fashion-mnist
 
-.PHONY: setup lint demo test test-slow test-gpu gpu-benchmark benchmark
+.PHONY: setup lint demo test test-slow test-gpu gpu-benchmark benchmark docs
 
 setup: $(VENV)/.installed
 
@@ -44,3 +44,8 @@ gpu-benchmark: setup
 benchmark: setup
 	$(BIN)/python benchmarks/vae_step.py
 	$(BIN)/python benchmarks/vae_loglik.py
+
+# The documentation site, offline: every example runs on its --smoke budget, and a warning fails the build.
+docs: setup
+	@$(BIN)/python -c "import sphinx, sphinx_gallery, furo, myst_parser" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[docs]"
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

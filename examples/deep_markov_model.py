@@ -1,4 +1,5 @@
 """A deep Markov model of digits written row by row, with every engine.
+====================================================================
 
 Story: a nonlinear state-space model with a neural transition and emission
 (Krishnan, Shalit & Sontag 2017, "Structured Inference Networks for Nonlinear

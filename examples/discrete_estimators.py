@@ -1,4 +1,5 @@
 """One sigmoid belief net, every engine that can train it, ranked by held-out log-likelihood and gradient variance.
+================================================================================================================
 
 Story: the README's "Discrete latents: which estimator wins on my model?".
 The program is ``pplgen.models.SigmoidBeliefNet`` with one layer of binary

@@ -1,4 +1,5 @@
 """Eight schools: fit a hierarchical model with an autoguide, then diagnose it against NUTS.
+=========================================================================================
 
 Story: the README's "Hierarchical models". Rubin's (1981) eight schools, the
 classic small hierarchical model (``pplgen.models.EightSchools``)::

@@ -1,4 +1,5 @@
 """A Gaussian mixture and a hidden Markov model whose discrete states are enumerated, trained by several engines.
+==============================================================================================================
 
 Story: a Pyro user writes discrete latents as Pyro's tutorials do, annotated
 ``infer={"enumerate": "parallel"}`` (and ``pyro.markov`` for a chain), and

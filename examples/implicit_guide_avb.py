@@ -1,4 +1,5 @@
 """An implicit guide trained adversarially, scored by annealed importance sampling.
+================================================================================
 
 Story: the README's "Implicit guides and adversarial training". The guide of
 a VAE need not have a density: ``VAE(guide="implicit")`` draws

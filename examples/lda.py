@@ -1,4 +1,5 @@
 """Topic models on news articles, both ways: ProdLDA with svi and LDA with discrete topics with rws.
+=================================================================================================
 
 Story: the README's "Topic models". Two models of the same documents:
 

@@ -1,4 +1,5 @@
 """A new model written from scratch as two plain Pyro functions: a mixture of Bernoullis over digits.
+==================================================================================================
 
 Story: the README's "Bringing your own Pyro program". Nothing comes from
 ``pplgen.models``: model and guide are ordinary functions, with ``pyro.param``

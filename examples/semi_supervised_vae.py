@@ -1,4 +1,5 @@
 """A semi-supervised VAE that learns to classify digits from a few labels, with every engine.
+==========================================================================================
 
 Story: the M2 model of Kingma, Rezende, Mohamed & Welling (2014),
 "Semi-Supervised Learning with Deep Generative Models", as in Pyro's

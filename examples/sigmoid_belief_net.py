@@ -1,4 +1,5 @@
 """A sigmoid belief net of binary units on handwritten digits, with every engine.
+==============================================================================
 
 Story: the README's "Discrete latents". A sigmoid belief net (Neal 1992) is a
 top-down stack of layers of binary units with a bottom-up recognition network

@@ -1,4 +1,5 @@
 """Sparse gamma deep exponential family on handwritten digits, with every engine.
+==============================================================================
 
 Story: a Bayesian factor model with three layers of non-negative, sparse
 activations (Ranganath, Tang, Charlin & Blei 2015, "Deep Exponential

@@ -1,4 +1,5 @@
 """Swapping engines: one VAE on handwritten digits, trained by four estimators of its bound.
+=========================================================================================
 
 Story: the README's "Swapping engines". A variational autoencoder (Kingma &
 Welling 2014) is written once, as ``pplgen.models.VAE`` (784-400-20,

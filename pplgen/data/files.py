@@ -46,9 +46,8 @@ def read_idx(path):
     ndim``, then ``ndim`` big-endian uint32 sizes, then the values in
     big-endian row-major order.
 
-    Raises:
-        ValueError: if the magic number is wrong or the file holds more or
-            fewer bytes than its header announces.
+    :raises ValueError: if the magic number is wrong or the file holds more or
+        fewer bytes than its header announces.
     """
     raw = _read_bytes(path)
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
@@ -77,8 +76,7 @@ def read_amat(path):
 
     Each line holds one image: 784 values ``0`` or ``1`` separated by spaces.
 
-    Raises:
-        ValueError: if a line does not hold 784 values or a value is not 0 or 1.
+    :raises ValueError: if a line does not hold 784 values or a value is not 0 or 1.
     """
     try:
         pixels = np.loadtxt(path, dtype=np.uint8, ndmin=2)
