@@ -13,7 +13,7 @@
 from pplgen import data, evaluate, inference
 from pplgen.checks import UnsupportedModelError
 from pplgen.engine import Engine, Loss
-from pplgen.options import Checkpointing, Evaluation, Execution, Optimization
+from pplgen.options import Checkpointing, Evaluation, Execution, Logging, Optimization
 from pplgen.step import NonFiniteLossError, TrainingStep
 from pplgen.structure import graph
 from pplgen.training import FitResult, fit
@@ -26,6 +26,7 @@ __all__ = [
     "Evaluation",
     "Execution",
     "FitResult",
+    "Logging",
     "Loss",
     "NonFiniteLossError",
     "Optimization",

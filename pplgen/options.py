@@ -17,11 +17,12 @@ tensor alone for ``evaluation`` and a path alone for ``checkpoint``.
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+from lightning_fabric.loggers import Logger
 
 from pplgen.roles import ROLES
 
@@ -163,6 +164,31 @@ class Checkpointing:
             raise ValueError(
                 f"{self.path} already exists: pass resume=True to continue that run or overwrite=True to replace it"
             )
+
+
+@dataclass(frozen=True)
+class Logging:
+    """Lightning Fabric loggers that get the run's settings, its step metrics and its evaluations (see
+    :mod:`pplgen.loggers`), from the first process only.
+
+    :param loggers: a ``lightning_fabric.loggers.Logger`` (``TensorBoardLogger``, ``CSVLogger``, ...) or a
+        sequence of them.
+    :param every: log the step metrics of every ``every``-th step (the settings and evaluations always).
+    """
+
+    loggers: Logger | Sequence[Logger] = ()
+    every: int = 1
+
+    def __post_init__(self):
+        loggers = (self.loggers,) if isinstance(self.loggers, Logger) else tuple(self.loggers)
+        for logger in loggers:
+            if not isinstance(logger, Logger):
+                raise TypeError(
+                    f"loggers must be lightning_fabric.loggers.Logger instances (TensorBoardLogger, CSVLogger), got "
+                    f"{type(logger).__name__}"
+                )
+        object.__setattr__(self, "loggers", loggers)
+        _check_positive_int(self.every, "logging every")
 
 
 def as_options(group, value, name, shorthand=()):

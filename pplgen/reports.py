@@ -179,6 +179,7 @@ def posterior_report(
     nuts_options=None,
     coords=None,
     progress=None,
+    loggers=None,
 ):
     """Fit ``model`` (with ``.model`` and ``.guide``) on the programs' ``arguments`` and write the run folder ``out``.
 
@@ -195,6 +196,7 @@ def posterior_report(
         seed=seed,
         optimization=Optimization(lr=lr),
         execution=Execution(accelerator="cpu", progress=progress),
+        loggers=loggers,
     )
     fit_seconds = time.perf_counter() - start
     posterior = diagnostics.to_inference_data(result, arguments, num_samples=num_samples, coords=coords)
@@ -235,7 +237,19 @@ def posterior_report(
 
 
 def topic_report(
-    model, engine, train, test, out, *, epochs=200, batch_size=32, lr=1e-2, seed=0, num_samples=100, progress=None
+    model,
+    engine,
+    train,
+    test,
+    out,
+    *,
+    epochs=200,
+    batch_size=32,
+    lr=1e-2,
+    seed=0,
+    num_samples=100,
+    progress=None,
+    loggers=None,
 ):
     """Fit a topic model (:mod:`pplgen.models.lda`) on ``train`` (a :class:`~pplgen.data.Corpus`) and write
     the run folder ``out``: ``metrics.json`` (held-out perplexity beside the uniform and unigram
@@ -257,6 +271,7 @@ def topic_report(
         seed=seed,
         optimization=Optimization(lr=lr),
         execution=Execution(accelerator="cpu", progress=progress),
+        loggers=loggers,
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -34,7 +34,8 @@ try:
 except ImportError:  # Windows: no flock; runs are not kept apart there
     fcntl = None
 
-#: The files a run of ``pplgen fit`` writes into its folder (image, posterior and topic runs).
+#: The files a run of ``pplgen fit`` writes into its folder (image, posterior and topic runs), and its loggers'
+#: folder.
 RUN_FILES = (
     "checkpoint.pt",
     "metrics.json",
@@ -47,6 +48,7 @@ RUN_FILES = (
     "comparison.csv",
     "comparison.png",
     "topics.txt",
+    "logs",
 )
 LOCK = ".lock"
 
@@ -121,7 +123,11 @@ class RunFolder:
         named = ", ".join(held[:2]) + (", ..." if len(held) > 2 else "")
         if self.overwrite:
             for name in held:
-                (self.path / name).unlink()
+                path = self.path / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
             return
         if not self.resume:
             raise ValueError(

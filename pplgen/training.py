@@ -21,7 +21,7 @@ as the uninterrupted run would.
 import functools
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from lightning_fabric.loggers import Logger
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -38,8 +39,9 @@ from pplgen.distributed import ShardScale, lost_peer, rank, shard, world_size
 from pplgen.engine import Engine
 from pplgen.evaluate import held_out_scores
 from pplgen.launching import check_parallel, launch, rank_seed
+from pplgen.loggers import MetricsLog
 from pplgen.memory import check_particle_memory, out_of_memory
-from pplgen.options import Checkpointing, Evaluation, Execution, Optimization, as_options
+from pplgen.options import Checkpointing, Evaluation, Execution, Logging, Optimization, as_options
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.step import NonFiniteLossError, TrainingStep
 
@@ -81,6 +83,7 @@ class _Run:
     checkpoint_every: int | None
     hide_progress: bool | None  # tqdm's disable: None hides the bar off a terminal
     data_plates: frozenset | None
+    log: MetricsLog
 
 
 def _keeps_caller_state(run):
@@ -117,6 +120,7 @@ def fit(
     execution: Execution | Mapping | None = None,
     evaluation: Evaluation | Mapping | torch.Tensor | None = None,
     checkpoint: Checkpointing | Mapping | str | Path | None = None,
+    loggers: Logging | Mapping | Logger | Sequence[Logger] | None = None,
 ) -> FitResult:
     """Train a model/guide pair with an engine.
 
@@ -146,6 +150,9 @@ def fit(
     :param checkpoint: a :class:`~pplgen.options.Checkpointing`, a dict, or
         the file's path alone: written every ``every`` epochs and at the end;
         an existing file is refused unless ``resume`` or ``overwrite``.
+    :param loggers: Lightning Fabric loggers (``TensorBoardLogger``, ``CSVLogger``), one or a list, or a
+        :class:`~pplgen.options.Logging` (the loggers and how often steps are logged) or a dict of its options:
+        they get the run's settings, the step metrics and the evaluations (:mod:`pplgen.loggers`).
 
     Each step updates every role with the engine's surrogate; whatever else
     an engine needs (avb's discriminator updates) happens inside its forward.
@@ -159,6 +166,7 @@ def fit(
     execution = as_options(Execution, execution, "execution") or Execution()
     evaluation = as_options(Evaluation, evaluation, "evaluation", (torch.Tensor,))
     checkpoint = as_options(Checkpointing, checkpoint, "checkpoint", (str, Path))
+    logging = as_options(Logging, loggers, "loggers", (Logger, list, tuple))
     fabric = launch(execution)
     batches = batches_for(data, batch_size, seed, fabric.device)
     batches.check_shardable(world_size())
@@ -226,9 +234,11 @@ def fit(
         checkpoint_every=None if checkpoint is None else checkpoint.every,
         hide_progress=True if rank() else None if execution.progress is None else not execution.progress,
         data_plates=plates,
+        log=MetricsLog(logging),
     )
     if resuming:
         _check_left_to_train(checkpoint.path, training_step.num_steps, run.total_steps, steps, epochs)
+    run.log.settings(settings)
     _train(result, batches, schedule, run, epoch, skip)
     return result
 
@@ -266,6 +276,7 @@ def _train(result, batches, schedule, run, epoch, skip):
                 result.history.append(
                     {"step": training_step.num_steps, "epoch": epoch, "batch_size": rows_in(batch), **metrics}
                 )
+                run.log.step(training_step.num_steps, metrics)
                 bar.update()
                 if training_step.num_steps % 10 == 0:
                     bar.set_postfix(loss=f"{metrics['loss'] / rows_in(batch):.3f}")
@@ -276,6 +287,11 @@ def _train(result, batches, schedule, run, epoch, skip):
             last = training_step.num_steps >= run.total_steps
             if result.checkpoint is not None and (last or (finished_epoch and epoch % run.checkpoint_every == 0)):
                 checkpoints.save(result, schedule, epoch, skip, run.settings, batches.loader_state())
+    except BaseException:
+        run.log.finish("failed")
+        raise
+    else:
+        run.log.finish("success")
     finally:
         bar.close()
 
@@ -331,6 +347,7 @@ def _end_of_epoch(result, schedule, run, epoch, bar):
     if not bar.disable and not result.evaluations:
         bar.write(f"held-out log-likelihood by {scores['estimator']}")
     result.evaluations.append({"epoch": epoch, "step": result.training_step.num_steps, **scores})
+    run.log.evaluation(result.training_step.num_steps, scores)
 
 
 def _check_duration(epochs, steps):

@@ -17,6 +17,7 @@ from pplgen.cli.families import (
     MODELS,
     PERIODIC_EVAL_SAMPLES,
 )
+from pplgen.loggers import NAMED_LOGGERS
 from pplgen.options import PRECISIONS
 
 
@@ -263,7 +264,18 @@ def _add_training_arguments(group):
 
 
 def _add_output_arguments(group):
-    """Held-out evaluation and the run folder."""
+    """Held-out evaluation, the run folder and the loggers."""
+    group.add_argument(
+        "--logger",
+        action="append",
+        choices=sorted(NAMED_LOGGERS),
+        default=[],
+        help="also send the settings, step metrics and evaluations to this Lightning Fabric logger, written "
+        "under the run folder's logs/<name> (repeatable)",
+    )
+    group.add_argument(
+        "--log-every", type=_positive_int, default=1, metavar="N", help="log the metrics of every N-th step"
+    )
     group.add_argument(
         "--eval-samples", type=_positive_int, default=1000, metavar="K", help="importance samples per test image"
     )

