@@ -1,7 +1,7 @@
 """One sigmoid belief net, every engine that can train it, ranked by held-out log-likelihood and gradient variance.
 ================================================================================================================
 
-Story: the README's "Discrete latents: which estimator wins on my model?".
+Story: "Discrete latents: which estimator wins on my model?" (:doc:`/models/sbn`).
 The program is ``pplgen.models.SigmoidBeliefNet`` with one layer of binary
 units (``--units``, 200 by default); nothing in it names an estimator. Every
 registered engine is asked first (``engine.check``): those that differentiate

@@ -1,7 +1,7 @@
 """Eight schools: fit a hierarchical model with an autoguide, then diagnose it against NUTS.
 =========================================================================================
 
-Story: the README's "Hierarchical models". Rubin's (1981) eight schools, the
+Story: "Hierarchical models" (:doc:`/models/hierarchical`). Rubin's (1981) eight schools, the
 classic small hierarchical model (``pplgen.models.EightSchools``)::
 
     μ ~ N(0, 5²),   τ ~ HalfCauchy(5),   θ_j ~ N(μ, τ²),   y_j ~ N(θ_j, σ_j²)     j = 1 … 8

@@ -1,7 +1,7 @@
 """An implicit guide trained adversarially, scored by annealed importance sampling.
 ================================================================================
 
-Story: the README's "Implicit guides and adversarial training". The guide of
+Story: "Implicit guides and adversarial training" (:doc:`/models/vae`). The guide of
 a VAE need not have a density: ``VAE(guide="implicit")`` draws
 z = g_φ(x, ε), ε ~ N(0, I), the noise entering at the encoder's input, the
 "flexible" encoder of adversarial variational Bayes (Mescheder, Nowozin &
@@ -46,7 +46,7 @@ SMOKE = {"epochs": 1, "images": 100, "test_images": 5, "ais_steps": 3, "ais_chai
 
 
 def avb_engine(args):
-    """avb with the prior as contrast or, as the README shows it, a Gaussian contrast per datum from K=8 particles."""
+    """avb with the prior as contrast or, as docs/models/vae.md shows it, a Gaussian contrast per datum from K=8 particles."""
     if args.adaptive_contrast:
         label = "avb, adaptive contrast, K=8"
         return label, pplgen.inference.get("avb", num_particles=8, adaptive_contrast=True)

@@ -1,7 +1,7 @@
 """Topic models on news articles, both ways: ProdLDA with svi and LDA with discrete topics with rws.
 =================================================================================================
 
-Story: the README's "Topic models". Two models of the same documents:
+Story: "Topic models" (:doc:`/models/topics`). Two models of the same documents:
 
 * ``ProdLDA`` (Srivastava & Sutton 2017): logistic-normal topic proportions,
   a product of experts over the words on top of a learned background, an

@@ -1,7 +1,7 @@
 """A new model written from scratch as two plain Pyro functions: a mixture of Bernoullis over digits.
 ==================================================================================================
 
-Story: the README's "Bringing your own Pyro program". Nothing comes from
+Story: "Bringing your own Pyro program" (:doc:`/own_program`). Nothing comes from
 ``pplgen.models``: model and guide are ordinary functions, with ``pyro.param``
 for the model's parameters and ``pyro.module`` for the guide's network. Each
 digit x (784 binary pixels) comes from one of C components (a latent class

@@ -1,7 +1,7 @@
 """A sigmoid belief net of binary units on handwritten digits, with every engine.
 ==============================================================================
 
-Story: the README's "Discrete latents". A sigmoid belief net (Neal 1992) is a
+Story: "Discrete latents" (:doc:`/models/sbn`). A sigmoid belief net (Neal 1992) is a
 top-down stack of layers of binary units with a bottom-up recognition network
 of the same shape (``pplgen.models.SigmoidBeliefNet``; one layer of 200 units
 by default, ``--layers 200,200`` for the "200-200" net of the literature)::
@@ -40,7 +40,7 @@ import pplgen
 from pplgen.models import SigmoidBeliefNet
 
 SMOKE = {"epochs": 1, "images": 48, "test_images": 10, "eval_samples": 10, "layers": (8,)}
-#: The options of the README's section: K=5 for the multi-sample engines, rws updating the guide on wake samples.
+#: The options of docs/models/sbn.md: K=5 for the multi-sample engines, rws updating the guide on wake samples.
 ENGINE_OPTIONS = {
     "rws": {"num_particles": 5, "phi": "wake"},
     "vimco": {"num_particles": 5},

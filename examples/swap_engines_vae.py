@@ -1,7 +1,7 @@
 """Swapping engines: one VAE on handwritten digits, trained by four estimators of its bound.
 =========================================================================================
 
-Story: the README's "Swapping engines". A variational autoencoder (Kingma &
+Story: "Swapping engines" (:doc:`/swapping_engines`). A variational autoencoder (Kingma &
 Welling 2014) is written once, as ``pplgen.models.VAE`` (784-400-20,
 Bernoulli pixels, a Gaussian guide), and trained four times from the same
 initial weights, changing only the engine:

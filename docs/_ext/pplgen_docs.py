@@ -1,5 +1,5 @@
 """What the documentation build adds to Sphinx: the conformance table, generated from the test suite's one
-source (``tests/support/outcomes.py``, which also prints the README's copy), and the gallery's settings that
+source (``tests/support/outcomes.py``, which also prints it as Markdown), and the gallery's settings that
 sphinx-gallery takes by qualified name (a function in ``conf.py`` could not be pickled with the environment)."""
 
 import ast
@@ -12,7 +12,7 @@ from sphinx.util.docutils import SphinxDirective
 import pplgen.inference
 from tests.support import outcomes, programs
 
-#: The gallery's order: the README's user stories first, then the scripts that run every engine.
+#: The gallery's order: the user stories of the pages first, then the scripts that run every engine.
 STORIES = (
     "swap_engines_vae.py",
     "new_model_from_scratch.py",
@@ -69,8 +69,8 @@ def _markup(text):
 class ConformanceTable(SphinxDirective):
     """``.. conformance-table::``: what each registered engine does with each program of the conformance
     catalogue that Pyro trains, as the suite asserts it. The cells are those of
-    ``tests.support.outcomes.markdown_table`` (the README's copy); a refusal is shown by a number whose
-    fragment of the refusal message is listed under the table, so that twelve engines fit one page."""
+    ``tests.support.outcomes.markdown_table``; a refusal is shown by a number whose fragment of the refusal
+    message is listed under the table, so that twelve engines fit one page."""
 
     def run(self):
         # The table changes with the suite's rows, its catalogue of programs and the registry of engines.

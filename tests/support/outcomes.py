@@ -7,8 +7,8 @@ A :class:`Row` holds the options the suite runs the engine with, the
 fragment of the message; every other program must train. Programs that
 Pyro's ``Trace_ELBO`` rejects or warns about are refused by every engine that
 runs the guide, with the fragment in ``PYRO_REFUSED``. Adding an engine adds
-one row. The README's table of what each engine accepts is printed from here
-(``python -m tests.support.outcomes``).
+one row. The documentation's table of what each engine accepts (docs/own_program.md, built by the
+``conformance-table`` directive) is generated from here; ``python -m tests.support.outcomes`` prints it.
 """
 
 from dataclasses import dataclass

@@ -20,7 +20,7 @@ when ``PPLGEN_PYRO_REPOSITORY`` names a checkout, and::
 
     python -m tests.support.pyro_repository PATH
 
-prints the table the README shows.
+prints the table docs/own_program.md shows.
 """
 
 import argparse
