@@ -1,4 +1,4 @@
-"""An engine written outside the package, as the README's "Adding an engine" describes: one class, no edit
+"""An engine written outside the package, as docs/adding_an_engine.md describes: one class, no edit
 to pplgen, and every entry path (``check``, ``pplgen.fit``, ``TrainingStep``, Pyro's ``SVI``) takes it.
 
 ``AntitheticELBO`` draws its K particles in antithetic pairs through a drawing mode of its own
