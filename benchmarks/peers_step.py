@@ -118,41 +118,46 @@ def pyro_vae(base, lr, elbo):
     return SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo).step
 
 
-class NumPyroVAE:
-    """The VAE in NumPyro: the same MLPs as ``numpyro.param`` arrays, ``SVI.update`` under ``jax.jit``."""
+class JittedSVI:
+    """NumPyro's ``SVI.update`` on ``(model, guide)`` with ``elbo`` and Adam, under ``jax.jit``."""
 
-    def __init__(self, base, lr, first):
-        weights = {k: jnp.asarray(v.detach().numpy()) for k, v in vae_step.TorchELBO(base).state_dict().items()}
-        latent = base.latent_dim
-
-        def mlp(prefix, h):
-            w1, b1 = (
-                numpyro.param(f"{prefix}.0.w", weights[f"{prefix}.0.weight"].T),
-                numpyro.param(f"{prefix}.0.b", weights[f"{prefix}.0.bias"]),
-            )
-            w2, b2 = (
-                numpyro.param(f"{prefix}.2.w", weights[f"{prefix}.2.weight"].T),
-                numpyro.param(f"{prefix}.2.b", weights[f"{prefix}.2.bias"]),
-            )
-            return jnp.tanh(h @ w1 + b1) @ w2 + b2
-
-        def model(x):
-            with numpyro.plate("data", x.shape[0]):
-                z = numpyro.sample("z", nd.Normal(0.0, 1.0).expand([latent]).to_event(1))
-                numpyro.sample("x", nd.Bernoulli(logits=mlp("decoder", z)).to_event(1), obs=x)
-
-        def guide(x):
-            with numpyro.plate("data", x.shape[0]):
-                loc, raw_scale = jnp.split(mlp("encoder", x), 2, axis=-1)
-                numpyro.sample("z", nd.Normal(loc, jax.nn.softplus(raw_scale) + 1e-4).to_event(1))
-
-        svi = numpyro.infer.SVI(model, guide, numpyro.optim.Adam(lr), numpyro.infer.Trace_ELBO())
+    def __init__(self, model, guide, elbo, lr, first):
+        svi = numpyro.infer.SVI(model, guide, numpyro.optim.Adam(lr), elbo)
         self.state = svi.init(jax.random.PRNGKey(0), _jax(first))
         self.update = jax.jit(svi.update)
 
     def __call__(self, x):
         self.state, loss = self.update(self.state, _jax(x))
         return float(loss.block_until_ready())
+
+
+def numpyro_vae(base, lr, first):
+    """The VAE in NumPyro: the same MLPs as ``numpyro.param`` arrays (same initial weights)."""
+    weights = {k: jnp.asarray(v.detach().numpy()) for k, v in vae_step.TorchELBO(base).state_dict().items()}
+    latent = base.latent_dim
+
+    def mlp(prefix, h):
+        w1, b1 = (
+            numpyro.param(f"{prefix}.0.w", weights[f"{prefix}.0.weight"].T),
+            numpyro.param(f"{prefix}.0.b", weights[f"{prefix}.0.bias"]),
+        )
+        w2, b2 = (
+            numpyro.param(f"{prefix}.2.w", weights[f"{prefix}.2.weight"].T),
+            numpyro.param(f"{prefix}.2.b", weights[f"{prefix}.2.bias"]),
+        )
+        return jnp.tanh(h @ w1 + b1) @ w2 + b2
+
+    def model(x):
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", nd.Normal(0.0, 1.0).expand([latent]).to_event(1))
+            numpyro.sample("x", nd.Bernoulli(logits=mlp("decoder", z)).to_event(1), obs=x)
+
+    def guide(x):
+        with numpyro.plate("data", x.shape[0]):
+            loc, raw_scale = jnp.split(mlp("encoder", x), 2, axis=-1)
+            numpyro.sample("z", nd.Normal(loc, jax.nn.softplus(raw_scale) + 1e-4).to_event(1))
+
+    return JittedSVI(model, guide, numpyro.infer.Trace_ELBO(), lr, first)
 
 
 def vae_contenders(first, lr, device):
@@ -172,7 +177,7 @@ def vae_contenders(first, lr, device):
         "pyro-jit": pyro_vae(base, lr, JitTrace_ELBO()),
     }
     if device == "cpu":
-        contenders["numpyro"] = NumPyroVAE(base.cpu(), lr, first)
+        contenders["numpyro"] = numpyro_vae(base.cpu(), lr, first)
     return contenders
 
 
@@ -206,42 +211,34 @@ class TorchVIMCO(sbn_vs_pyro.TorchStep):
         return -bound.sum().detach(), sbn_vs_pyro.surrogate_with_value(-bound.sum(), -(bound.sum() + score))
 
 
-class NumPyroNVIL:
+def numpyro_nvil(sbn, lr, first):
     """NumPyro's ``TraceGraph_ELBO`` on the SBN (score function with its dependency graph's local signals, no
-    baselines), jitted."""
+    baselines)."""
+    weights = {k: jnp.asarray(v.detach().numpy()) for k, v in sbn.state_dict().items()}
+    names = sbn.latent_names
 
-    def __init__(self, sbn, lr, first):
-        weights = {k: jnp.asarray(v.detach().numpy()) for k, v in sbn.state_dict().items()}
-        names = sbn.latent_names
+    def linear(name):
+        return numpyro.param(f"{name}.weight", weights[f"{name}.weight"].T), numpyro.param(
+            f"{name}.bias", weights[f"{name}.bias"]
+        )
 
-        def linear(name):
-            return numpyro.param(f"{name}.weight", weights[f"{name}.weight"].T), numpyro.param(
-                f"{name}.bias", weights[f"{name}.bias"]
-            )
+    def model(x):
+        prior = numpyro.param("prior_logits", weights["prior_logits"])
+        with numpyro.plate("data", x.shape[0]):
+            h = numpyro.sample(names[-1], nd.Bernoulli(logits=prior).to_event(1))
+            for index in reversed(range(len(names))):
+                w, b = linear(f"generative.{index}")
+                name = names[index - 1] if index else "x"
+                h = numpyro.sample(name, nd.Bernoulli(logits=h @ w + b).to_event(1), obs=None if index else x)
 
-        def model(x):
-            prior = numpyro.param("prior_logits", weights["prior_logits"])
-            with numpyro.plate("data", x.shape[0]):
-                h = numpyro.sample(names[-1], nd.Bernoulli(logits=prior).to_event(1))
-                for index in reversed(range(len(names))):
-                    w, b = linear(f"generative.{index}")
-                    name = names[index - 1] if index else "x"
-                    h = numpyro.sample(name, nd.Bernoulli(logits=h @ w + b).to_event(1), obs=None if index else x)
+    def guide(x):
+        with numpyro.plate("data", x.shape[0]):
+            h = x
+            for index, name in enumerate(names):
+                w, b = linear(f"recognition.{index}")
+                h = numpyro.sample(name, nd.Bernoulli(logits=h @ w + b).to_event(1))
 
-        def guide(x):
-            with numpyro.plate("data", x.shape[0]):
-                h = x
-                for index, name in enumerate(names):
-                    w, b = linear(f"recognition.{index}")
-                    h = numpyro.sample(name, nd.Bernoulli(logits=h @ w + b).to_event(1))
-
-        svi = numpyro.infer.SVI(model, guide, numpyro.optim.Adam(lr), numpyro.infer.TraceGraph_ELBO())
-        self.state = svi.init(jax.random.PRNGKey(0), _jax(first))
-        self.update = jax.jit(svi.update)
-
-    def __call__(self, x):
-        self.state, loss = self.update(self.state, _jax(x))
-        return float(loss.block_until_ready())
+    return JittedSVI(model, guide, numpyro.infer.TraceGraph_ELBO(), lr, first)
 
 
 def sbn_contenders(name, first, lr, device):
@@ -266,7 +263,7 @@ def sbn_contenders(name, first, lr, device):
         baselines = sbn_vs_pyro.per_site_baselines(shared).to(device)
         contenders["pyro"] = sbn_vs_pyro.PyroNVIL(copy.deepcopy(base), baselines, lr).step
         if device == "cpu":
-            contenders["numpyro"] = NumPyroNVIL(base.cpu(), lr, first)
+            contenders["numpyro"] = numpyro_nvil(base.cpu(), lr, first)
     hand_written.networks.to(device)
     contenders["torch"] = hand_written.step
     return contenders
