@@ -12,10 +12,11 @@ numbers to float tolerance.
 
 A graph holds for the arguments' shapes, dtypes and devices, their non-tensor values, the autocast setting, the
 Pyro handlers entered around the step and the very tensors it reads; a value the program reads from elsewhere
-(a global annealing factor, say) is a constant of the graph, so pass such values as arguments; a step whose key differs is traced anew (the last, shorter batch of an epoch is one
-more graph), up to :data:`MAX_GRAPHS`. A key's first step runs eagerly (a new site set is checked there, and
-helpers sized by the program are built), its second is traced: the trace is a step, the eager one, and its
-results are the step's. A step that cannot be traced runs eagerly, with one
+(a global annealing factor, say) is a constant of the graph, so pass such values as arguments. A step whose key
+differs is traced anew (the last, shorter batch of an epoch is one more graph, noted at INFO level by the
+``pplgen.traced`` logger), up to :data:`MAX_GRAPHS`. A key's first step runs eagerly (a new site set is checked
+there, and helpers sized by the program are built), its second is traced: the trace is a step, the eager one,
+and its results are the step's. A step that cannot be traced runs eagerly, with one
 :class:`TraceFallbackWarning` naming why, and the RNG and every tensor it reads as they were before the
 attempt, so nothing of the attempt remains:
 
@@ -28,6 +29,7 @@ attempt, so nothing of the attempt remains:
 * an operation the tracer or the compiler does not take.
 """
 
+import logging
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,6 +42,8 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pplgen.engine import Loss
+
+_log = logging.getLogger(__name__)
 
 #: At most this many graphs per step object (argument shapes, autocast settings); further keys run eagerly.
 MAX_GRAPHS = 8
@@ -118,6 +122,10 @@ class TracedGradients:
             self._refuse(key, f"its forward sums statistics over the processes ({collective}), which a replay cannot")
         else:
             self.graphs[key] = self.compiler(graph)
+            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+            _log.info(
+                "compile='trace': %s traced graph %d, for arguments of shapes %s", self.name, len(self.graphs), shapes
+            )
         surrogate, metrics, grads = recorded["outputs"]
         return Loss(surrogate, metrics), grads
 

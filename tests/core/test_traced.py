@@ -77,12 +77,18 @@ def test_the_graphs_replay_and_do_not_rerun_the_program():
     assert len(calls) - first_two == first_two
 
 
-def test_a_short_last_batch_gets_its_own_graph():
-    """Batches of 6 and a last one of 4, twice over: two graphs, the eager numbers."""
+def test_a_short_last_batch_gets_its_own_graph(caplog):
+    """Batches of 6 and a last one of 4, twice over: two graphs, each noted once, the eager numbers."""
     model, guide, engine, x = case("rws")
     batches = [(x,), (x,), (x[:4],), (x,), (x[:4],), (x[:4],), (x,)]
-    (eager, eager_params, *_), (traced, traced_params, notes, step) = eager_and_traced(lambda: case("rws")[:3], batches)
+    with caplog.at_level("INFO", logger="pplgen.traced"):
+        runs = eager_and_traced(lambda: case("rws")[:3], batches)
+    (eager, eager_params, *_), (traced, traced_params, notes, step) = runs
     assert len(step.traced.graphs) == 2 and not notes
+    assert [r.getMessage() for r in caplog.records] == [
+        "compile='trace': rws traced graph 1, for arguments of shapes (6, 12)",
+        "compile='trace': rws traced graph 2, for arguments of shapes (4, 12)",
+    ]
     torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
 
