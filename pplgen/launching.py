@@ -7,9 +7,11 @@ shards every batch and sums gradients and engine statistics over the ranks
 itself (:mod:`pplgen.distributed`).
 """
 
+import atexit
 import os
 
 import torch
+import torch.distributed as dist
 
 from pplgen import inference
 from pplgen.distributed import data_parallel, data_plates, world_size
@@ -54,9 +56,20 @@ def launch(execution):
         ) from None
     fabric.launch()
     data_parallel(fabric.world_size > 1)
+    if fabric.world_size > 1:
+        atexit.unregister(_leave_process_group)  # once per process, however many fits it runs
+        atexit.register(_leave_process_group)
     if fabric.device.type == "cpu" and fabric.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
     return fabric
+
+
+def _leave_process_group():
+    """Destroy the process group while the interpreter is whole: a gloo group left to the interpreter's own
+    teardown can abort the process as it exits (its worker threads still hold work), after a run that
+    finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_seed(seed, index):

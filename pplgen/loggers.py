@@ -26,19 +26,23 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lightning_fabric.loggers import CSVLogger, Logger, TensorBoardLogger
-
 from pplgen.distributed import rank
 from pplgen.files import write_atomically
-from pplgen.options import Logging
+from pplgen.options import Logger, Logging
 
-#: The loggers ``pplgen fit --logger`` builds, by name: each writes under ``<run folder>/logs/<name>``.
-NAMED_LOGGERS = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
+#: The loggers ``pplgen fit --logger`` builds, by name (Fabric's classes of these names): each writes under
+#: ``<run folder>/logs/<name>``.
+NAMED_LOGGERS = {"tensorboard": "TensorBoardLogger", "csv": "CSVLogger"}
 
 
 def named_loggers(names: Sequence[str], root) -> list[Logger]:
     """The loggers of ``names`` (:data:`NAMED_LOGGERS`), each writing under ``root / name``."""
-    return [NAMED_LOGGERS[name](root_dir=root, name=name, version="") for name in dict.fromkeys(names)]
+    # Imported here: importing lightning_fabric installs warning filters, which `import pplgen` should not.
+    from lightning_fabric import loggers
+
+    return [
+        getattr(loggers, NAMED_LOGGERS[name])(root_dir=root, name=name, version="") for name in dict.fromkeys(names)
+    ]
 
 
 class MetricsLog:

@@ -20,9 +20,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
-from lightning_fabric.loggers import Logger
 
 from pplgen.roles import ROLES
 
@@ -166,12 +166,24 @@ class Checkpointing:
             )
 
 
+@runtime_checkable
+class Logger(Protocol):
+    """What a logger of :class:`Logging` is: Lightning Fabric's ``Logger`` interface (``TensorBoardLogger``,
+    ``CSVLogger``, Lightning's own loggers), which any object with these methods meets."""
+
+    def log_hyperparams(self, params): ...
+
+    def log_metrics(self, metrics, step=None): ...
+
+    def finalize(self, status): ...
+
+
 @dataclass(frozen=True)
 class Logging:
     """Lightning Fabric loggers that get the run's settings, its step metrics and its evaluations (see
     :mod:`pplgen.loggers`), from the first process only.
 
-    :param loggers: a ``lightning_fabric.loggers.Logger`` (``TensorBoardLogger``, ``CSVLogger``, ...) or a
+    :param loggers: a :class:`Logger` (``lightning_fabric.loggers.TensorBoardLogger``, ``CSVLogger``, ...) or a
         sequence of them.
     :param every: log the step metrics of every ``every``-th step (the settings and evaluations always).
     """
@@ -184,8 +196,8 @@ class Logging:
         for logger in loggers:
             if not isinstance(logger, Logger):
                 raise TypeError(
-                    f"loggers must be lightning_fabric.loggers.Logger instances (TensorBoardLogger, CSVLogger), got "
-                    f"{type(logger).__name__}"
+                    "loggers must be Lightning Fabric loggers (TensorBoardLogger, CSVLogger, or objects with "
+                    f"log_hyperparams, log_metrics and finalize), got {type(logger).__name__}"
                 )
         object.__setattr__(self, "loggers", loggers)
         _check_positive_int(self.every, "logging every")

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from lightning_fabric.loggers import Logger
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -41,7 +40,7 @@ from pplgen.evaluate import held_out_scores
 from pplgen.launching import check_parallel, launch, rank_seed
 from pplgen.loggers import MetricsLog
 from pplgen.memory import check_particle_memory, out_of_memory
-from pplgen.options import Checkpointing, Evaluation, Execution, Logging, Optimization, as_options
+from pplgen.options import Checkpointing, Evaluation, Execution, Logger, Logging, Optimization, as_options
 from pplgen.programs import model_and_guide, owning_modules
 from pplgen.step import NonFiniteLossError, TrainingStep
 

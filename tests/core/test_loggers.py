@@ -73,7 +73,7 @@ def test_a_run_that_fails_finalizes_its_loggers_as_failed(tmp_path, monkeypatch)
 
 
 def test_loggers_that_are_not_loggers_are_refused_by_name(tmp_path):
-    with pytest.raises(TypeError, match="loggers must be lightning_fabric.loggers.Logger instances.*got str"):
+    with pytest.raises(TypeError, match="loggers must be Lightning Fabric loggers.*got str"):
         fit(["tensorboard"])
     with pytest.raises(ValueError, match="logging every must be a positive int"):
         pplgen.Logging(CSVLogger(tmp_path), every=0)
