@@ -8,7 +8,7 @@ Pyro, where pplgen's engines train a guide for it, and under NumPyro, where
 
     data = pplgen.data.eight_schools()
     schools = EightSchools("non_centered", guide="full_rank")
-    pplgen.fit(schools, "svi", (data.sigma, data.y), steps=5000, lr=0.01)
+    pplgen.fit(schools, "svi", (data.sigma, data.y), steps=5000, optimization={"lr": 0.01})
 
 Their guides are Pyro's autoguides over every latent: ``"mean_field"``
 (``AutoNormal``, independent Normals on the unconstrained latents) or
