@@ -13,12 +13,14 @@ so ``--core -1`` (no pinning) times NumPyro with more cores than the others. Dat
 turns it off after its first step). Models and contenders:
 
 * VAE 784-400-20 (tanh MLPs, Bernoulli logits, one reparameterized particle, the ELBO summed over the batch):
-  ``pplgen`` (``TrainingStep`` with ``svi``), ``pplgen-traced`` (the same with ``compile="trace"``), ``torch``
+  ``pplgen`` (``TrainingStep`` with ``svi``, its default fused Adam), ``pplgen-foreach`` (the same with
+  ``optimizer_options={"foreach": True}``, Adam as before the fused default), ``pplgen-traced`` (the same with
+  ``compile="trace"``), ``torch``
   (the step written out, ``benchmarks/vae_step.py``), ``torch-compiled`` (its loss under ``torch.compile``,
   eager Adam), ``pyro`` (``SVI`` + ``Trace_ELBO``), ``pyro-jit`` (``SVI`` + ``JitTrace_ELBO``) and ``numpyro``
   (``SVI.update`` under ``jax.jit``, the same networks as ``numpyro.param`` arrays, same initial weights).
 * The linear sigmoid belief net 200-200 for the score-function engines ``rws`` (K = 5), ``vimco`` (K = 5) and
-  ``nvil``: pplgen eager and traced, the estimator written out in PyTorch (``torch``; rws and nvil from
+  ``nvil``: pplgen eager (fused and foreach Adam) and traced, the estimator written out in PyTorch (``torch``; rws and nvil from
   ``benchmarks/sbn_vs_pyro.py``, vimco here), Pyro where it has the estimator (``ReweightedWakeSleep``;
   ``TraceGraph_ELBO`` with one ``nn_baseline`` per site for nvil) and NumPyro's jitted ``TraceGraph_ELBO`` for
   nvil (score function with its dependency-graph signals; NumPyro has no baselines, RWS or VIMCO).
@@ -78,8 +80,10 @@ class Timed:
             self.times.append(elapsed)
 
 
-def pplgen_step(family, engine, lr, compile, first):
-    trainer = pplgen.TrainingStep(family.model, family.guide, engine, lr=lr, compile=compile)
+def pplgen_step(family, engine, lr, compile, first, optimizer_options=None):
+    trainer = pplgen.TrainingStep(
+        family.model, family.guide, engine, lr=lr, compile=compile, optimizer_options=optimizer_options
+    )
     trainer.setup(first)
     return lambda x: trainer.step(x)["loss"]
 
@@ -170,6 +174,7 @@ def vae_contenders(first, lr, device):
     engine = lambda: pplgen.inference.get("svi").to(device)  # noqa: E731
     contenders = {
         "pplgen": pplgen_step(copy.deepcopy(base), engine(), lr, False, first),
+        "pplgen-foreach": pplgen_step(copy.deepcopy(base), engine(), lr, False, first, {"foreach": True}),
         "pplgen-traced": pplgen_step(copy.deepcopy(base), engine(), lr, "trace", first),
         "torch": hand_written.step,
         "torch-compiled": torch_compiled_vae(copy.deepcopy(base), lr),
@@ -248,6 +253,7 @@ def sbn_contenders(name, first, lr, device):
     engine = lambda: pplgen.inference.get(name, **options).to(device)  # noqa: E731
     contenders = {
         "pplgen": pplgen_step(copy.deepcopy(base), engine(), lr, False, first),
+        "pplgen-foreach": pplgen_step(copy.deepcopy(base), engine(), lr, False, first, {"foreach": True}),
         "pplgen-traced": pplgen_step(copy.deepcopy(base), engine(), lr, "trace", first),
     }
     if name == "rws":
