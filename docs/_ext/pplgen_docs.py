@@ -33,7 +33,8 @@ def smoke_argv(gallery_conf, script_vars):
 
     The script also gets its docstring back as ``__doc__``, as when it runs from the command line:
     sphinx-gallery blanks it (the docstring is the page's text, not output), and the scripts describe their
-    ``--help`` with its first line."""
+    ``--help`` with its first line. ``example_globals`` is sphinx-gallery 0.22's name for the script's
+    namespace, which is why the ``docs`` extra pins that release line."""
     source = Path(script_vars["src_file"]).read_text(encoding="utf-8")
     script_vars["example_globals"]["__doc__"] = ast.get_docstring(ast.parse(source), clean=False)
     return ["--smoke"]
