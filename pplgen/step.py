@@ -206,7 +206,7 @@ class TrainingStep:
         """The surrogate's value and the metrics over all ranks, in one all-reduce and one copy to the host."""
         names = list(loss.metrics)
         dtype = torch.float32 if loss.surrogate.device.type == "mps" else torch.float64  # MPS has no float64
-        values = torch.stack([t.detach().to(dtype) for t in (loss.surrogate, *(loss.metrics[n] for n in names))])
+        values = torch.stack([loss.surrogate.detach(), *(loss.metrics[n].detach() for n in names)]).to(dtype)
         if world_size() > 1:
             dist.all_reduce(values)
             means = torch.tensor([n in self.engine.mean_metrics for n in names], device=values.device)

@@ -4,13 +4,13 @@ Pyro's effect handlers are Python, and in an eager step that Python runs on ever
 costs as much as the arithmetic (``benchmarks/peers_step.py``). The programs these engines train keep their
 structure from step to step, so :class:`TracedGradients` records one step, engine forward through model and
 guide, the surrogate and its gradient with respect to every trained parameter, at the level of ATen operations
-(``torch.fx.experimental.proxy_tensor.make_fx``, the tracer under ``torch.export`` and AOTAutograd), and hands
-the graph to ``torch.compile``. Later steps replay it: no Pyro handler, distribution object or engine code runs,
-and the random draws are fresh, from the same generator and in the same order as the eager step takes them
-(the compiler keeps PyTorch's random operations, ``fallback_random``), so a traced run gives the eager run's
-numbers to float tolerance.
+(``torch.fx.experimental.proxy_tensor.make_fx``, the tracer under ``torch.export`` and AOTAutograd), and compiles
+the graph with TorchInductor (:func:`inductor`). Later steps replay it: no Pyro handler, distribution object or
+engine code runs, and the random draws are fresh, from the same generator and in the same order as the eager step
+takes them (the compiler keeps PyTorch's random operations, ``fallback_random``), so a traced run gives the eager
+run's numbers to float tolerance.
 
-A graph holds for the arguments' shapes, dtypes and devices, their non-tensor values, the autocast setting, the
+A graph holds for the arguments' shapes, strides, dtypes and devices, their non-tensor values, the autocast setting, the
 Pyro handlers entered around the step and the very tensors it reads; a value the program reads from elsewhere
 (a global annealing factor, say) is a constant of the graph, so pass such values as arguments. A step whose key
 differs is traced anew (the last, shorter batch of an epoch is one more graph, noted at INFO level by the
@@ -34,6 +34,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pyro
 import torch
@@ -56,9 +57,15 @@ class TraceFallbackWarning(UserWarning):
     """A step that ``compile="trace"`` runs eagerly, and why."""
 
 
-def inductor(graph: torch.fx.GraphModule) -> Callable:
-    """``torch.compile`` with PyTorch's own random operations kept, so draws equal the eager ones."""
-    return torch.compile(graph, options={"fallback_random": True})
+def inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+    """TorchInductor on the traced graph, with PyTorch's own random operations kept, so draws equal the eager ones.
+
+    The graph goes to the compiler directly (``torch._inductor.compile``, its entry for graphs captured without
+    TorchDynamo), not through ``torch.compile``: the key of :class:`TracedGradients` already says when a graph
+    holds, so Dynamo's guards would check it a second time on every replay (0.2 ms of a 6 ms step,
+    ``benchmarks/peers_step.py``). The compiled code asserts its inputs' sizes and strides.
+    """
+    return torch._inductor.compile(graph, example_inputs, options={"fallback_random": True})
 
 
 class TracedGradients:
@@ -66,8 +73,8 @@ class TracedGradients:
 
     :param forward: ``forward(*args, **kwargs) -> Loss``, the engine's forward on the pair.
     :param name: the engine's name, for the notes.
-    :param compiler: turns a traced ``torch.fx.GraphModule`` into the callable replayed
-        (default :func:`inductor`).
+    :param compiler: ``compiler(graph, example_inputs)`` turns a traced ``torch.fx.GraphModule`` into the callable
+        replayed (default :func:`inductor`); it is called at the graph's first replay, with that replay's inputs.
     """
 
     def __init__(self, forward: Callable, name: str, compiler: Callable = inductor):
@@ -97,23 +104,24 @@ class TracedGradients:
         return self._trace(key, spec, leaves, params, state, tensors)
 
     def _trace(self, key, spec, leaves, params, state, tensors):
-        """Record the step as a graph; the recording run is this step's eager run."""
+        """Record the step as a graph of flat inputs (the state, then the arguments' tensors) and flat outputs (the
+        surrogate, the metrics, the gradients); the recording run is this step's eager run."""
         recorded = {}
 
-        def step(state, tensors):
-            supplied = iter(tensors)
+        def step(*inputs):
+            supplied = iter(inputs[len(state) :])
             values = [next(supplied) if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
             args, kwargs = pytree.tree_unflatten(values, spec)
             loss = self.forward(*args, **kwargs)
             grads = torch.autograd.grad(loss.surrogate, params, allow_unused=True)
-            outputs = (loss.surrogate.detach(), {n: m.detach() for n, m in loss.metrics.items()}, list(grads))
-            recorded["outputs"] = outputs
-            return outputs
+            recorded["metrics"] = list(loss.metrics)
+            recorded["outputs"] = [loss.surrogate.detach(), *(m.detach() for m in loss.metrics.values()), *grads]
+            return recorded["outputs"]
 
         before = _snapshot(state)
         try:
             with torch.enable_grad():
-                graph = make_fx(step)(list(state), tensors)
+                graph = make_fx(step)(*state, *tensors)
         except Exception as error:  # any failure to trace means: run this step eagerly
             _restore(state, before)
             return self._refuse(key, _reason(error))
@@ -121,13 +129,12 @@ class TracedGradients:
         if collective is not None:
             self._refuse(key, f"its forward sums statistics over the processes ({collective}), which a replay cannot")
         else:
-            self.graphs[key] = self.compiler(graph)
+            self.graphs[key] = _Graph(graph, recorded["metrics"])
             shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
             _log.info(
                 "compile='trace': %s traced graph %d, for arguments of shapes %s", self.name, len(self.graphs), shapes
             )
-        surrogate, metrics, grads = recorded["outputs"]
-        return Loss(surrogate, metrics), grads
+        return _unflattened(recorded["outputs"], recorded["metrics"])
 
     def _replay(self, key, state, tensors):
         """Run the graph; its first run compiles it, and a graph the compiler does not take leaves the step (and
@@ -136,6 +143,8 @@ class TracedGradients:
             return self._run(key, state, tensors)
         before = _snapshot(state)
         try:
+            graph = self.graphs[key]
+            self.graphs[key] = graph._replace(run=self.compiler(graph.run, [*_detached(state), *tensors]))
             result = self._run(key, state, tensors)
         except Exception as error:  # a graph the compiler does not take runs eagerly
             _restore(state, before)
@@ -145,9 +154,9 @@ class TracedGradients:
         return result
 
     def _run(self, key, state, tensors):
+        graph = self.graphs[key]
         with torch.no_grad():
-            surrogate, metrics, grads = self.graphs[key]([t.detach() for t in state], tensors)
-        return Loss(surrogate, metrics), grads
+            return _unflattened(graph.run(*state, *tensors), graph.metrics)
 
     def _refuse(self, key, reason):
         self.refused[key] = reason
@@ -155,11 +164,31 @@ class TracedGradients:
         return None
 
 
+class _Graph(NamedTuple):
+    """A traced step: ``run(*state, *argument_tensors) -> [surrogate, *metrics, *gradients]`` and the metrics'
+    names."""
+
+    run: Callable
+    metrics: list[str]
+
+
+def _unflattened(outputs, metrics):
+    """``(Loss, gradients)`` from a graph's flat outputs."""
+    count = len(metrics)
+    return Loss(outputs[0], dict(zip(metrics, outputs[1 : 1 + count]))), list(outputs[1 + count :])
+
+
+def _detached(tensors):
+    return [t.detach() for t in tensors]
+
+
 def _key(spec, leaves, params, state):
     """What a graph holds for: the arguments' structure, the tensors' metadata, the other values, the tensors it
     reads and the autocast setting."""
     described = tuple(
-        (leaf.shape, leaf.dtype, leaf.device, leaf.requires_grad) if isinstance(leaf, torch.Tensor) else _hashable(leaf)
+        (leaf.shape, leaf.stride(), leaf.dtype, leaf.device, leaf.requires_grad)
+        if isinstance(leaf, torch.Tensor)
+        else _hashable(leaf)
         for leaf in leaves
     )
     autocast = tuple(
