@@ -10,13 +10,13 @@ engine code runs, and the random draws are fresh, from the same generator and in
 takes them (the compiler keeps PyTorch's random operations, ``fallback_random``), so a traced run gives the eager
 run's numbers to float tolerance.
 
-A graph holds for the arguments' shapes, strides, dtypes and devices, their non-tensor values, the autocast setting, the
-Pyro handlers entered around the step and the very tensors it reads; a value the program reads from elsewhere
-(a global annealing factor, say) is a constant of the graph, so pass such values as arguments. A step whose key
-differs is traced anew (the last, shorter batch of an epoch is one more graph, noted at INFO level by the
-``pplgen.traced`` logger), up to :data:`MAX_GRAPHS`. A key's first step runs eagerly (a new site set is checked
-there, and helpers sized by the program are built), its second is traced: the trace is a step, the eager one,
-and its results are the step's. A step that cannot be traced runs eagerly, with one
+A graph holds for the arguments' shapes, strides, dtypes and devices, their non-tensor values, the autocast
+setting, the Pyro handlers entered around the step and the very tensors it reads; a value the program reads from
+elsewhere (a global annealing factor, say) is a constant of the graph, so pass such values as arguments. A step
+whose key differs is traced anew (the last, shorter batch of an epoch is one more graph, noted at INFO level by
+the ``pplgen.traced`` logger), up to :data:`MAX_GRAPHS`. A key's first step runs eagerly (a new site set is
+checked there, and helpers sized by the program are built), its second is traced: the trace is a step, the eager
+one, and its results are the step's. A step that cannot be traced runs eagerly, with one
 :class:`TraceFallbackWarning` naming why, and the RNG and every tensor it reads as they were before the
 attempt, so nothing of the attempt remains:
 
@@ -144,7 +144,8 @@ class TracedGradients:
         before = _snapshot(state)
         try:
             graph = self.graphs[key]
-            self.graphs[key] = graph._replace(run=self.compiler(graph.run, [*_detached(state), *tensors]))
+            example_inputs = [*(t.detach() for t in state), *tensors]
+            self.graphs[key] = graph._replace(run=self.compiler(graph.run, example_inputs))
             result = self._run(key, state, tensors)
         except Exception as error:  # a graph the compiler does not take runs eagerly
             _restore(state, before)
@@ -176,10 +177,6 @@ def _unflattened(outputs, metrics):
     """``(Loss, gradients)`` from a graph's flat outputs."""
     count = len(metrics)
     return Loss(outputs[0], dict(zip(metrics, outputs[1 : 1 + count]))), list(outputs[1 + count :])
-
-
-def _detached(tensors):
-    return [t.detach() for t in tensors]
 
 
 def _key(spec, leaves, params, state):
