@@ -14,7 +14,8 @@ TorchInductor, as ``compile="trace"`` does, and replayed two ways:
 * ``replay+adam-in-graph``: Adam's update is written into the graph (gated on a finite loss, as pplgen's "no
   update on a non-finite loss" asks), and the graph returns the loss and the parameters' sums for the check.
 
-beside ``pplgen-traced`` (``TrainingStep(..., compile="trace")``) and ``numpyro`` (``SVI.update`` under
+beside ``pplgen-traced`` (``TrainingStep(..., compile="trace")``), ``pplgen-traced-dynamo`` (the same graph
+replayed through ``torch.compile``, whose guards check it on every call) and ``numpyro`` (``SVI.update`` under
 ``jax.jit``), all from the same weights. Threads, pinning, data and timing as in ``peers_step.py``.
 """
 
@@ -32,14 +33,27 @@ from torch.fx.experimental.proxy_tensor import make_fx
 import pplgen
 import vae_step
 from pplgen.models import VAE
+from pplgen.traced import inductor
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
 
 def compiled(function, example_inputs):
-    graph = make_fx(function)(*example_inputs)
-    detached = [t.detach() for t in example_inputs]
-    return torch._inductor.compile(graph, detached, options={"fallback_random": True})
+    """``function`` traced and compiled as ``compile="trace"`` does it."""
+    return inductor(make_fx(function)(*example_inputs), [t.detach() for t in example_inputs])
+
+
+def through_dynamo(graph, example_inputs):
+    """The traced graph replayed through ``torch.compile`` (Dynamo's guards checked on every call), as
+    ``pplgen.traced`` did before it compiled with TorchInductor directly."""
+    return torch.compile(graph, options={"fallback_random": True})
+
+
+def pplgen_traced(base, lr, first, compiler=inductor):
+    step = pplgen.TrainingStep(base.model, base.guide, pplgen.inference.get("svi"), lr=lr, compile="trace")
+    step.traced.compiler = compiler
+    step.setup(first)
+    return lambda x: step.step(x)["loss"]
 
 
 def adam_after_one_eager_step(loss, lr, first):
@@ -139,9 +153,8 @@ def main():
     contenders = {
         "replay+fused-adam": replay_with_fused_adam(base, args.lr, first),
         "replay+adam-in-graph": replay_with_adam_in_graph(base, args.lr, first),
-        "pplgen-traced": peers_step.pplgen_step(
-            copy.deepcopy(base), pplgen.inference.get("svi"), args.lr, "trace", first
-        ),
+        "pplgen-traced": pplgen_traced(copy.deepcopy(base), args.lr, first),
+        "pplgen-traced-dynamo": pplgen_traced(copy.deepcopy(base), args.lr, first, through_dynamo),
         "numpyro": peers_step.numpyro_vae(base, args.lr, first),
     }
     medians = peers_step.time_contenders(contenders, data, args)

@@ -26,7 +26,9 @@ attempt, so nothing of the attempt remains:
   counts are read in Python, for the same reason;
 * a collective inside the forward (nvil's running moments in a multi-process run): the gradients are summed
   over the processes outside the graph, so other engines trace there;
-* an operation the tracer or the compiler does not take.
+* an operation whose output shape depends on the data (``x[x > 0]``, ``torch.nonzero``), which the compiler
+  does not take;
+* another operation the tracer or the compiler does not take.
 """
 
 import logging
@@ -62,8 +64,8 @@ def inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
 
     The graph goes to the compiler directly (``torch._inductor.compile``, its entry for graphs captured without
     TorchDynamo), not through ``torch.compile``: the key of :class:`TracedGradients` already says when a graph
-    holds, so Dynamo's guards would check it a second time on every replay (0.2 ms of a 6 ms step,
-    ``benchmarks/peers_step.py``). The compiled code asserts its inputs' sizes and strides.
+    holds, so Dynamo's guards would check it a second time on every replay (0.27 ms of a 6 ms step,
+    ``benchmarks/replay_floor.py``). The compiled code asserts its inputs' sizes and strides.
     """
     return torch._inductor.compile(graph, example_inputs, options={"fallback_random": True})
 
@@ -150,7 +152,7 @@ class TracedGradients:
         except Exception as error:  # a graph the compiler does not take runs eagerly
             _restore(state, before)
             del self.graphs[key]
-            return self._refuse(key, f"the compiler failed on its graph ({type(error).__name__}: {_first_line(error)})")
+            return self._refuse(key, _compile_failure(error))
         self.replayed.add(key)
         return result
 
@@ -246,6 +248,14 @@ def _reason(error):
     if "_local_scalar_dense" in str(error) or "data-dependent" in str(error):
         return f"it reads a tensor's value in Python (data-dependent control flow, .item() or int()){at}"
     return f"it could not be traced ({type(error).__name__}: {_first_line(error)}){at}"
+
+
+def _compile_failure(error):
+    """One line on why the compiler did not take a graph."""
+    detail = f"{type(error).__name__}: {_first_line(error)}"
+    if type(error).__name__ == "DynamicOutputShapeException":  # the shape of a nonzero() the trace recorded
+        return f"an operation's output shape depends on the data (boolean-mask indexing, torch.nonzero; {detail})"
+    return f"the compiler failed on its graph ({detail})"
 
 
 def _first_line(error):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.support.outcomes import ENGINES
 from tests.support.pyro_repository import EXAMPLES, run
@@ -57,3 +58,15 @@ def test_each_example_trains_or_is_refused_by_name(example, engine):
     assert outcome.verdict in ("trains", "refused"), outcome.message
     if TRAINED_AS_WRITTEN.get(example.name) == engine:
         assert outcome.verdict == "trains", outcome.message
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+def test_each_example_gives_its_eager_losses_under_the_trace(example):
+    """``compile="trace"`` on the engine each example is trained with, 6 steps (eager, traced, then replayed):
+    the eager losses to float tolerance, whether the step traces or runs eagerly with a note saying why."""
+    engine = TRAINED_AS_WRITTEN.get(example.name)
+    if engine is None:
+        pytest.skip(f"{example.name} has no engine it is trained with as written")
+    eager, traced = (run(example, engine, REPOSITORY, steps=6, compile=c) for c in (False, "trace"))
+    assert (eager.verdict, traced.verdict) == ("trains", "trains"), traced.message
+    torch.testing.assert_close(torch.tensor(traced.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-3)

@@ -109,6 +109,29 @@ def test_a_batch_laid_out_otherwise_gets_its_own_graph():
     torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
 
 
+def test_an_output_shape_that_depends_on_the_data_runs_eagerly_with_a_note():
+    """Boolean-mask indexing (as Pyro's cvae example does): the trace records the mask's count, which the compiler
+    refuses, so the step runs eagerly with one note saying why, and the numbers are the eager ones."""
+
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(()))
+        observed = x[x > -1.0]
+        with pyro.plate("data", len(observed)):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=observed)
+
+    def guide(x):
+        pass
+
+    x = torch.linspace(-2.0, 2.0, 9)
+    (eager, eager_params, *_), (traced, traced_params, notes, step) = eager_and_traced(
+        lambda: (model, guide, get("svi")), [(x,)] * 5
+    )
+    assert not step.traced.graphs and len(notes) == 1, notes
+    assert "output shape depends on the data (boolean-mask indexing" in notes[0]
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(traced_params, eager_params, rtol=1e-4, atol=1e-5)
+
+
 class Branching(PyroModule):
     """A model whose structure depends on the data's values: a second latent only when the batch mean is high."""
 

@@ -75,6 +75,7 @@ class Outcome:
 
     verdict: str
     message: str = ""
+    losses: tuple = ()
 
 
 def load_script(repository, script):
@@ -472,15 +473,16 @@ EXAMPLES = (
 )
 
 
-def run(example, engine, repository, steps=3):
-    """Fit ``example`` with ``engine`` for ``steps`` steps: its :class:`Outcome`."""
+def run(example, engine, repository, steps=3, compile=False):
+    """Fit ``example`` with ``engine`` for ``steps`` steps (``compile`` as :class:`pplgen.Execution` takes it): its
+    :class:`Outcome`."""
     pyro.clear_param_store()
     module = example.load(repository)
     with pyro.settings.context(module_local_params=False):
-        return _fit(example, module, engine, repository, steps)
+        return _fit(example, module, engine, repository, steps, compile)
 
 
-def _fit(example, module, engine, repository, steps):
+def _fit(example, module, engine, repository, steps, compile):
     pyro.set_rng_seed(0)
     model, guide, data = example.build(module, repository)
     options = ENGINES[engine].options
@@ -496,6 +498,7 @@ def _fit(example, module, engine, repository, steps):
                 steps=steps,
                 batch_size=batch_size,
                 seed=0,
+                execution=pplgen.Execution(compile=compile),
             )
     except ValueError as error:  # pplgen's refusals (UnsupportedModelError is one) and the data it refuses
         return Outcome("refused", str(error))
@@ -504,7 +507,7 @@ def _fit(example, module, engine, repository, steps):
     losses = result.metric("loss")
     if not all(math.isfinite(loss) for loss in losses):
         return Outcome("fails", f"non-finite losses {losses}")
-    return Outcome("trains", f"losses {losses}")
+    return Outcome("trains", f"losses {losses}", tuple(losses))
 
 
 def markdown_table(repository, engines=tuple(ENGINES)):
